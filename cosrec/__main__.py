@@ -1,0 +1,5 @@
+import sys
+
+from cosrec.cli import main
+
+sys.exit(main())
