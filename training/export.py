@@ -1,0 +1,178 @@
+"""Write a trained model as the serving bundle of docs/bundle.md: model.onnx + manifest.json.
+
+The service reads nothing else, so everything it needs (vocabularies, popularity fallback,
+sequence length, checksums) goes into the manifest here.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.dataset import PADDING_INDEX, Sequences
+
+FORMAT_VERSION = 1
+ONNX_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+# An example batch of 1 would let the exporter specialise the batch dimension to 1.
+_EXAMPLE_BATCH = 2
+
+
+class _ServingScores(nn.Module):
+    """The model's full scores with the padding column dropped: column j is item index j + 1."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return self.model(items, users)[:, 1:].float()
+
+
+def popularity(data: Sequences) -> dict[str, list]:
+    """Item ids by training count, most interacted first (ties: lower index first)."""
+    counts = np.zeros(data.num_items + 1, dtype=np.int64)
+    for seq in data.sequences:
+        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+    counts[PADDING_INDEX] = 0
+    order = np.argsort(-counts, kind="stable")
+    order = order[counts[order] > 0]
+    return {
+        "items": [data.items.external(int(i)) for i in order],
+        "counts": [int(counts[i]) for i in order],
+    }
+
+
+def _write_onnx(model: nn.Module, sequence_length: int, path: Path) -> None:
+    wrapper = _ServingScores(model).eval()
+    items = torch.ones((_EXAMPLE_BATCH, sequence_length), dtype=torch.int64)
+    users = torch.ones((_EXAMPLE_BATCH,), dtype=torch.int64)
+    batch = torch.export.Dim("batch")
+    # The exporter logs and warns about its own internals (missing torchvision, deprecations);
+    # none of it concerns the bundle, and the CLI's output should stay readable.
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _export(wrapper, items, users, batch, path)
+    finally:
+        onnx_logger.setLevel(level)
+
+
+def _export(
+    wrapper: nn.Module, items: torch.Tensor, users: torch.Tensor, batch: Any, path: Path
+) -> None:
+    torch.onnx.export(
+        wrapper,
+        (items, users),
+        str(path),
+        input_names=["items", "users"],
+        output_names=["scores"],
+        dynamic_shapes={"items": {0: batch}, "users": {0: batch}},
+        external_data=False,  # the bundle is exactly two files
+        dynamo=True,
+        verbose=False,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_replaceable(out_dir: str | os.PathLike) -> None:
+    """Refuse an `out_dir` that exists and is not a bundle: exporting replaces it whole."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
+        raise ValueError(f"{out_dir}: not empty and not a bundle; refusing to replace it")
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move a finished bundle into place so that a reader never sees half of one."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    try:
+        out_dir.rename(retired / out_dir.name)
+    except OSError:
+        # out_dir cannot move (e.g. it is a mount point): replace file by file, manifest last;
+        # its onnx_sha256 lets a reader detect and refuse the moment in between.
+        shutil.rmtree(retired)
+        for name in (ONNX_FILE, MANIFEST_FILE):
+            os.replace(staging / name, out_dir / name)
+        shutil.rmtree(staging)
+        return
+    staging.rename(out_dir)
+    shutil.rmtree(retired)
+
+
+def export_bundle(
+    model: nn.Module,
+    data: Sequences,
+    out_dir: str | os.PathLike,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Export `model` (trained on `data`) as a serving bundle in `out_dir`; returns its path.
+
+    The export runs on a CPU copy of the model in eval mode; `model` itself is left untouched.
+    An existing bundle in `out_dir` is replaced as a whole, extra files included; any other
+    existing, non-empty `out_dir` is refused (ValueError).
+    """
+    check_replaceable(out_dir)
+    hyperparameters = model.hyperparameters()
+    sequence_length = int(hyperparameters["L"])
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    cpu_model = copy.deepcopy(model).cpu().eval()
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        onnx_path = staging / ONNX_FILE
+        _write_onnx(cpu_model, sequence_length, onnx_path)
+        onnx_sha256 = _sha256(onnx_path)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model_version": f"{model.name}-{onnx_sha256[:12]}",
+            "model": {"name": model.name, "hyperparameters": hyperparameters},
+            "sequence_length": sequence_length,
+            "items": list(data.items.ids),
+            "users": list(data.users.ids),
+            "popularity": popularity(data),
+            "metrics": metrics or {},
+            "training_data": {
+                "fingerprint": data.fingerprint(),
+                "num_users": data.num_users,
+                "num_items": data.num_items,
+                "num_interactions": data.num_interactions,
+            },
+            "onnx_sha256": onnx_sha256,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; readers may run as another user
+        _publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
