@@ -1,0 +1,65 @@
+"""CosRec-base, the paper's MLP ablation: each item pair through an MLP, summed over pairs."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from model.output import ItemOutput
+from model.pairwise import pairwise_linear, pairwise_tensor
+
+
+class CosRecBase(nn.Module):
+    """[e_i ; e_j] -> Linear 2d->h -> ReLU -> Linear h->h -> ReLU -> dropout, summed over (i, j)."""
+
+    name: ClassVar[str] = "cosrec-base"
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        L: int = 5,
+        d: int = 50,
+        hidden_dim: int = 100,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.num_users, self.num_items = num_users, num_items
+        self.L, self.d, self.hidden_dim, self.dropout_rate = L, d, hidden_dim, dropout
+        # First Linear as two per-item projections (see model.pairwise.pairwise_linear).
+        self.fast = True
+
+        self.item_embeddings = nn.Embedding(num_items + 1, d)
+        self.user_embeddings = nn.Embedding(num_users + 1, d)
+        nn.init.normal_(self.item_embeddings.weight, 0.0, 1.0 / d)
+        nn.init.normal_(self.user_embeddings.weight, 0.0, 1.0 / d)
+        self.pair_fc1 = nn.Linear(2 * d, hidden_dim)
+        self.pair_fc2 = nn.Linear(hidden_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.output = ItemOutput(num_items, hidden_dim + d)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "L": self.L,
+            "d": self.d,
+            "hidden_dim": self.hidden_dim,
+            "dropout": self.dropout_rate,
+        }
+
+    def sequence_features(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """items [B, L], users [B] -> [B, hidden_dim + d]."""
+        embeddings = self.item_embeddings(items)  # [B, L, d]
+        if self.fast:
+            hidden = pairwise_linear(embeddings, self.pair_fc1.weight, self.pair_fc1.bias)
+        else:
+            hidden = self.pair_fc1(pairwise_tensor(embeddings).permute(0, 2, 3, 1))
+        hidden = self.dropout(torch.relu(self.pair_fc2(torch.relu(hidden))))  # [B, L, L, h]
+        return torch.cat([hidden.sum(dim=(1, 2)), self.user_embeddings(users)], dim=1)
+
+    def forward(
+        self, items: torch.Tensor, users: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores of ``targets`` [B, K], or of every item index [B, num_items + 1] if None."""
+        return self.output(self.sequence_features(items, users), targets)
