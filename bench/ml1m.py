@@ -127,6 +127,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save(results: dict[str, Any], directory: Path) -> None:
+    (directory / "ml1m.json").write_text(json.dumps(results, indent=2) + "\n")
+    (directory / "ml1m.md").write_text(markdown(results))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the ML-1M split dir")
@@ -177,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             max_users=args.max_users,
             wall_seconds=time.perf_counter() - started,
         )
+        results[name] = entry
+        save(results, args.results)  # keep the Table 3 figures if the next part is cut short
         if name == "cosrec" and not args.skip_new_users:
             epochs = entry["selected_epoch"]
             entry["new_users"] = [
@@ -195,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for rate in GENERIC_USER_RATES
             ]
-        results[name] = entry
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
-        (args.results / "ml1m.md").write_text(markdown(results))
+            save(results, args.results)
         figures = {k: entry[k] for k in ("paper_protocol", "validation_selected")}
         print(f"{name}: {json.dumps(figures)}")
     return 0
