@@ -15,6 +15,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("training.cli", "train_main", "train, evaluate and export a bundle"),
     "evaluate": ("training.cli", "evaluate_main", "score a checkpoint or bundle on a split"),
     "export": ("training.cli", "export_main", "export a checkpoint as a serving bundle"),
+    "compare": ("training.compare", "compare_main", "train and evaluate models side by side"),
+    "plot": ("training.plots", "plot_main", "draw a model's filters or a training history"),
     "serve": ("service.cli", "serve_main", "run the recommendation service"),
     "demo": ("cosrec.demo", "demo_main", "train on generated data and serve it, end to end"),
 }
