@@ -1,4 +1,4 @@
-"""The networks: CosRec and its MLP ablation CosRec-base, looked up by name."""
+"""The networks: CosRec, CosRec-base and the paper's baselines (Table 3), looked up by name."""
 
 from __future__ import annotations
 

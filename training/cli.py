@@ -152,7 +152,10 @@ def split_main(argv: list[str]) -> int:
 
 
 # The networks `cosrec train` offers, with the network settings each one accepts.
-TRAINABLE_MODELS = {"cosrec": ("block_channels", "fc_dim"), "cosrec-base": ("hidden_dim",)}
+TRAINABLE_MODELS = {
+    "cosrec": ("block_channels", "fc_dim", "first_kernel"),
+    "cosrec-base": ("hidden_dim",),
+}
 
 
 def _train_parser() -> _Parser:
@@ -169,6 +172,11 @@ def _train_parser() -> _Parser:
     parser.add_argument("--block-channels", type=_channels, help="cosrec: e.g. 128,256")
     parser.add_argument("--fc-dim", type=_positive_int, help="cosrec: default 150")
     parser.add_argument("--hidden-dim", type=_positive_int, help="cosrec-base: default 100")
+    parser.add_argument(
+        "--first-kernel",
+        type=_positive_int,
+        help="cosrec: the first convolution's kernel (default 1; L spans the whole grid, Fig. 3)",
+    )
     parser.add_argument("--dropout", type=_fraction, help="default 0.5")
     parser.add_argument("--T", type=_positive_int, default=3, help="targets per instance")
     parser.add_argument("--negatives", type=_positive_int, default=3)
@@ -190,7 +198,7 @@ def _train_parser() -> _Parser:
 def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     """The network settings given on the command line; the model's defaults for the rest."""
     given = {"d": args.d, "dropout": args.dropout}
-    for name in ("block_channels", "fc_dim", "hidden_dim"):
+    for name in ("block_channels", "fc_dim", "hidden_dim", "first_kernel"):
         value = getattr(args, name)
         if value is not None and name not in TRAINABLE_MODELS[args.model]:
             raise UsageError(f"--{name.replace('_', '-')} does not apply to {args.model}")

@@ -99,6 +99,8 @@ def fit(
     on_epoch_end: Callable[[EpochStats], None] | None = None,
 ) -> list[EpochStats]:
     """Trains ``model`` in place on ``train``; returns one EpochStats per epoch."""
+    if not getattr(model, "trainable", True):
+        raise ValueError(f"{model.name} is not trained by gradient descent (see its fit_counts)")
     if (model.num_users, model.num_items) != (train.num_users, train.num_items):
         raise ValueError(
             f"model is sized for {model.num_users} users and {model.num_items} items, "
