@@ -91,7 +91,10 @@ def _log(message: str) -> None:
 
 def _add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     source = parser.add_mutually_exclusive_group(required=required)
-    source.add_argument("--data", type=Path, help="a split directory or an interaction log")
+    source.add_argument(
+        "--data",
+        help="a split directory, an interaction log, or (--format redis) the service's Redis URL",
+    )
     source.add_argument(
         "--synthetic", action="store_true", help="generated data (training.synthetic)"
     )
@@ -109,7 +112,7 @@ def _load_splits(args: argparse.Namespace) -> Splits:
         from training.synthetic import generate_log
 
         return splits_of(generate_log())
-    if not args.data.exists():
+    if args.format != "redis" and not Path(args.data).exists():
         raise UsageError(f"--data {args.data}: no such file or directory")
     return load_splits(args.data, args.format, args.min_item_count, args.min_user_count)
 
@@ -126,7 +129,7 @@ def _check_device(device: str) -> None:
 
 def split_main(argv: list[str]) -> int:
     parser = _Parser(prog="cosrec split", description="split a log into the paper's splits")
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", required=True, help="a log file, or (redis) a Redis URL")
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--min-item-count", type=int, default=5)
     parser.add_argument("--min-user-count", type=int, default=5)

@@ -52,10 +52,11 @@ def load_splits(
     data: str | Path, fmt: str = "caser", min_item_count: int = 5, min_user_count: int = 5
 ) -> Splits:
     """A split directory (`DIR/validation/`, `DIR/test/`, as `cosrec split` writes them), or
-    an interaction log that is filtered by the minimum counts and split here."""
-    data = Path(data)
-    if data.is_dir():
-        return Splits(validation=read_split(data / "validation"), test=read_split(data / "test"))
+    an interaction log (a file, or the service's Redis URL for "redis") that is filtered by the
+    minimum counts and split here."""
+    if fmt != "redis" and Path(data).is_dir():  # for "redis", `data` is a URL
+        directory = Path(data)
+        return Splits(read_split(directory / "validation"), read_split(directory / "test"))
     return splits_of(filter_min_count(read_interactions(data, fmt), min_item_count, min_user_count))
 
 

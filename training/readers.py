@@ -22,7 +22,7 @@ import numpy as np
 
 from training.dataset import Sequences, Vocabulary
 
-FORMATS = ("caser", "sequences", "movielens", "csv")
+FORMATS = ("caser", "sequences", "movielens", "csv", "redis")
 _GZIP_MAGIC = b"\x1f\x8b"
 # What str.split() splits ASCII text at, besides newlines, as a look-up table by byte.
 _IS_ASCII_SPACE = np.zeros(256, dtype=bool)
@@ -311,13 +311,40 @@ def _csv_times(texts: list[str]) -> list[float] | list[str]:
         return texts
 
 
+def read_redis_log(url: str | Path) -> Sequences:
+    """The service's durable event log (every accepted event), read from the Redis at `url`.
+
+    `redis://host:port/db` for one server, `redis+cluster://host:port` for a Redis Cluster.
+    The key prefix is the service's default (`cosrec`).
+    """
+    import redis
+
+    from service.event_log import read_event_log_url  # pure redis-py: no service start-up
+
+    url = str(url)
+    cluster = url.startswith("redis+cluster://")
+    if cluster:
+        url = "redis://" + url.removeprefix("redis+cluster://")
+    try:
+        rows = read_event_log_url(url, cluster=cluster)
+    except (redis.RedisError, ValueError) as error:
+        raise DataFormatError(f"{url}: cannot read the event log: {error}") from error
+    if not rows:
+        raise DataFormatError(f"{url}: the event log holds no events")
+    builder = _LogBuilder()
+    users, items, times = zip(*rows, strict=True)
+    builder.add_many(users, items, list(times))
+    return builder.build(url)
+
+
 def read_interactions(path: str | Path, fmt: str) -> Sequences:
-    """Dispatch on the format name: one of `FORMATS`."""
+    """Dispatch on the format name: one of `FORMATS` (for "redis", `path` is a Redis URL)."""
     readers = {
         "caser": read_caser,
         "sequences": read_sequences,
         "movielens": read_movielens,
         "csv": read_csv,
+        "redis": read_redis_log,
     }
     if fmt not in readers:
         raise ValueError(f"unknown data format {fmt!r} (expected one of {', '.join(FORMATS)})")
