@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import redis
-from conftest import start_service, stop_service
 
+from conftest import start_service, stop_service
 from service.keys import user_keys
 
 

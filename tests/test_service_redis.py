@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 import redis
-from conftest import free_port, redis_server_binary, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import free_port, redis_server_binary, wait_until
 from service.event_log import read_event_log
 from service.keys import user_keys
 

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, free_port, service_env
 
+from conftest import REPO, free_port, service_env
 from service.batching import GreedyBatcher
 from service.keys import user_from_log_key, user_from_tag, user_keys, user_tag
 from service.recommender import top_n
