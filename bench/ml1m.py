@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -25,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
+from training.compare import machine_description  # noqa: E402
 from training.fit import TrainConfig  # noqa: E402
 from training.new_users import new_user_experiment, users_subset  # noqa: E402
 from training.pipeline import METRIC_KEYS, Splits, load_splits, run_pipeline  # noqa: E402
@@ -39,21 +38,6 @@ PAPER = {
     "cosrec": (0.1883, 0.3308, 0.2831, 0.2493, 0.0202, 0.0843, 0.1438),
     "cosrec-base": (0.1743, 0.2892, 0.2521, 0.2256, 0.0186, 0.0771, 0.1331),
 }
-
-
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    if device == "cuda":
-        text += f", GPU {torch.cuda.get_device_name()}"
-    return text
 
 
 def first_users(splits: Splits, count: int) -> Splits:
@@ -175,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         entry = run_model(name, splits, config, args.eval_every)
         entry.update(
-            machine=machine(args.device),
+            machine=machine_description(args.device),
             command=command,
             device=args.device,
             bf16=args.bf16,

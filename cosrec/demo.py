@@ -148,16 +148,14 @@ def _sample_history(data: Path, data_format: str) -> tuple[str, list[str]]:
 # --- Redis -------------------------------------------------------------------------------
 
 
-def _reachable_redis() -> str | None:
-    import redis
+def _redis_answers(url: str) -> bool:
+    from service.cli import redis_reachable  # imported late: the service's dependencies
 
-    client = redis.Redis.from_url(DEFAULT_REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return DEFAULT_REDIS_URL if client.ping() else None
-    except (redis.RedisError, OSError):
-        return None
-    finally:
-        client.close()
+    return redis_reachable(url)
+
+
+def _reachable_redis() -> str | None:
+    return DEFAULT_REDIS_URL if _redis_answers(DEFAULT_REDIS_URL) else None
 
 
 def _redis_server_binary() -> str:
@@ -183,23 +181,11 @@ def _own_redis(workdir: Path) -> Iterator[str]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        _wait_for(lambda: _ping_redis(url), process, "redis-server")
+        _wait_for(lambda: _redis_answers(url), process, "redis-server")
         _step(f"started redis-server on port {port} (stopped when the demo ends)")
         yield url
     finally:
         _stop(process)
-
-
-def _ping_redis(url: str) -> bool:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
 
 
 # --- the service --------------------------------------------------------------------------

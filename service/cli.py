@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _redis_reachable(url: str) -> bool:
+def redis_reachable(url: str) -> bool:
+    """True when a Redis answers PING at `url` within a second."""
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
@@ -79,7 +80,7 @@ def serve_main(argv: list[str]) -> int:
     except BundleError as error:
         return _fail(f"bundle {settings.bundle}: {error}")
     url_given = args.redis_url is not None or "COSREC_REDIS_URL" in os.environ
-    if not url_given and not _redis_reachable(DEFAULT_REDIS_URL):
+    if not url_given and not redis_reachable(DEFAULT_REDIS_URL):
         return _fail(
             f"no Redis URL given (--redis-url or COSREC_REDIS_URL) and none reachable at "
             f"{DEFAULT_REDIS_URL}"
