@@ -197,32 +197,9 @@ def run_pipeline(
 
 def plot_history(result: PipelineResult, path: str | Path) -> None:
     """A PNG of training loss (both runs) and MAP (validation, and test) per epoch."""
-    import matplotlib
+    from training.plots import plot_training_history
 
-    matplotlib.use("Agg")  # no display: write files only
-    from matplotlib import pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    figure, (loss_axes, map_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for records, label in (
-        (result.validation_run, "validation run"),
-        (result.test_run, "test run"),
-    ):
-        loss_axes.plot([r.epoch for r in records], [r.loss for r in records], label=label)
-        measured = [r for r in records if r.metrics is not None]
-        map_axes.plot(
-            [r.epoch for r in measured],
-            [r.metrics["map"] for r in measured],
-            marker="o",
-            label=f"{label.split()[0]} MAP",
-        )
-    map_axes.axvline(result.selected_epoch, color="grey", linestyle="--", label="selected epoch")
-    loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss")
-    map_axes.set(xlabel="epoch", ylabel="MAP", title="MAP")
-    for axes in (loss_axes, map_axes):
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    loss_axes.legend()
-    map_axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    history = result.history()
+    plot_training_history(
+        history["validation_run"], history["test_run"], result.selected_epoch, path
+    )
