@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from model.embedding_init import normal_init
 from model.output import ItemOutput
 
 
@@ -23,7 +24,7 @@ class BPR(nn.Module):
         super().__init__()
         self.num_users, self.num_items, self.L, self.d = num_users, num_items, L, d
         self.user_embeddings = nn.Embedding(num_users + 1, d)
-        nn.init.normal_(self.user_embeddings.weight, 0.0, 1.0 / d)
+        normal_init(self.user_embeddings)
         self.output = ItemOutput(num_items, d)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from model.embedding_init import normal_init
 from model.output import ItemOutput
 
 
@@ -36,8 +37,7 @@ class Caser(nn.Module):
         self.dropout_rate = dropout
         self.item_embeddings = nn.Embedding(num_items + 1, d)
         self.user_embeddings = nn.Embedding(num_users + 1, d)
-        nn.init.normal_(self.item_embeddings.weight, 0.0, 1.0 / d)
-        nn.init.normal_(self.user_embeddings.weight, 0.0, 1.0 / d)
+        normal_init(self.item_embeddings, self.user_embeddings)
         self.vertical = nn.Conv2d(1, vertical_filters, (L, 1))
         self.horizontal = nn.ModuleList(
             nn.Conv2d(1, horizontal_filters, (height, d)) for height in range(1, L + 1)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from model.embedding_init import normal_init
 from model.grid import WinogradF3x3, batch_norm_cells_first, conv_cells_first
 from model.output import ItemOutput
 from model.pairwise import pairwise_linear, pairwise_tensor
@@ -73,8 +74,7 @@ class CosRec(nn.Module):
 
         self.item_embeddings = nn.Embedding(num_items + 1, d)
         self.user_embeddings = nn.Embedding(num_users + 1, d)
-        nn.init.normal_(self.item_embeddings.weight, 0.0, 1.0 / d)
-        nn.init.normal_(self.user_embeddings.weight, 0.0, 1.0 / d)
+        normal_init(self.item_embeddings, self.user_embeddings)
 
         blocks, channels, size = [], 2 * d, L
         for index, out_channels in enumerate(self.block_channels):

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from model.embedding_init import normal_init
 from model.output import ItemOutput
 from model.pairwise import pairwise_linear, pairwise_tensor
 
@@ -33,8 +34,7 @@ class CosRecBase(nn.Module):
 
         self.item_embeddings = nn.Embedding(num_items + 1, d)
         self.user_embeddings = nn.Embedding(num_users + 1, d)
-        nn.init.normal_(self.item_embeddings.weight, 0.0, 1.0 / d)
-        nn.init.normal_(self.user_embeddings.weight, 0.0, 1.0 / d)
+        normal_init(self.item_embeddings, self.user_embeddings)
         self.pair_fc1 = nn.Linear(2 * d, hidden_dim)
         self.pair_fc2 = nn.Linear(hidden_dim, hidden_dim)
         self.dropout = nn.Dropout(dropout)

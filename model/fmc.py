@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from model.embedding_init import normal_init
 from model.output import ItemOutput
 
 
@@ -22,7 +23,7 @@ class FMC(nn.Module):
         super().__init__()
         self.num_users, self.num_items, self.L, self.d = num_users, num_items, L, d
         self.item_embeddings = nn.Embedding(num_items + 1, d, padding_idx=0)
-        nn.init.normal_(self.item_embeddings.weight, 0.0, 1.0 / d)
+        normal_init(self.item_embeddings)
         with torch.no_grad():
             self.item_embeddings.weight[0].zero_()
         self.output = ItemOutput(num_items, d)

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from model.embedding_init import normal_init
 from model.output import ItemOutput
 
 
@@ -24,8 +25,7 @@ class FPMC(nn.Module):
         self.num_users, self.num_items, self.L, self.d = num_users, num_items, L, d
         self.user_embeddings = nn.Embedding(num_users + 1, d)
         self.item_embeddings = nn.Embedding(num_items + 1, d, padding_idx=0)
-        nn.init.normal_(self.user_embeddings.weight, 0.0, 1.0 / d)
-        nn.init.normal_(self.item_embeddings.weight, 0.0, 1.0 / d)
+        normal_init(self.user_embeddings, self.item_embeddings)
         with torch.no_grad():
             self.item_embeddings.weight[0].zero_()
         self.output = ItemOutput(num_items, 2 * d)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.embedding_init import normal_init
+
 
 class ItemOutput(nn.Module):
     """Scores items against a feature vector: score(item) = W[item] . x + b[item].
@@ -19,7 +21,7 @@ class ItemOutput(nn.Module):
         self.weight = nn.Embedding(num_items + 1, feature_dim)
         self.bias = nn.Embedding(num_items + 1, 1)
         # As in the reference: N(0, std = 1/dim) weights, zero biases.
-        nn.init.normal_(self.weight.weight, 0.0, 1.0 / feature_dim)
+        normal_init(self.weight)
         nn.init.zeros_(self.bias.weight)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
