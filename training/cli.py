@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from training.readers import FORMATS, DataFormatError
 
 if TYPE_CHECKING:  # imported where used: `cosrec split` needs no torch
-    from training.dataset import Split
+    from training.dataset import Sequences, Split
     from training.pipeline import Splits
 
 USAGE_ERROR = 2
@@ -27,14 +27,14 @@ class UsageError(Exception):
     """A bad argument or unreadable input: reported as one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error raises (one line, reported by `_run`) instead of printing usage."""
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose errors raise (one line, reported by `run_command`) instead of usage."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
@@ -55,7 +55,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
@@ -74,7 +74,7 @@ def _channels(text: str) -> list[int]:
     return channels
 
 
-def _run(prog: str, body: Callable[[], int | None]) -> int:
+def run_command(prog: str, body: Callable[[], int | None]) -> int:
     try:
         return int(body() or 0)
     except SystemExit as done:  # --help
@@ -85,11 +85,11 @@ def _run(prog: str, body: Callable[[], int | None]) -> int:
         return USAGE_ERROR
 
 
-def _log(message: str) -> None:
+def log_line(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument(
         "--data",
@@ -105,7 +105,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser, required: bool) -> None
     parser.add_argument("--min-user-count", type=int, default=5, help="for a --data file")
 
 
-def _load_splits(args: argparse.Namespace) -> Splits:
+def load_splits_from_args(args: argparse.Namespace) -> Splits:
     from training.pipeline import load_splits, splits_of
 
     if args.synthetic:
@@ -117,7 +117,7 @@ def _load_splits(args: argparse.Namespace) -> Splits:
     return load_splits(args.data, args.format, args.min_item_count, args.min_user_count)
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -128,7 +128,7 @@ def _check_device(device: str) -> None:
 
 
 def split_main(argv: list[str]) -> int:
-    parser = _Parser(prog="cosrec split", description="split a log into the paper's splits")
+    parser = CommandParser(prog="cosrec split", description="split a log into the paper's splits")
     parser.add_argument("--data", required=True, help="a log file, or (redis) a Redis URL")
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--min-item-count", type=int, default=5)
@@ -148,7 +148,7 @@ def split_main(argv: list[str]) -> int:
         )
         return 0
 
-    return _run(parser.prog, body)
+    return run_command(parser.prog, body)
 
 
 # --- cosrec train -------------------------------------------------------------------------
@@ -161,35 +161,35 @@ TRAINABLE_MODELS = {
 }
 
 
-def _train_parser() -> _Parser:
-    parser = _Parser(prog="cosrec train", description="train, evaluate and export a bundle")
-    _add_data_arguments(parser, required=True)
+def _train_parser() -> CommandParser:
+    parser = CommandParser(prog="cosrec train", description="train, evaluate and export a bundle")
+    add_data_arguments(parser, required=True)
     parser.add_argument("--out", type=Path, required=True, help="the bundle directory")
     parser.add_argument("--model", choices=list(TRAINABLE_MODELS), default="cosrec")
-    parser.add_argument("--epochs", type=_positive_int, default=40, help="the epoch budget")
-    parser.add_argument("--batch-size", type=_positive_int, default=512)
+    parser.add_argument("--epochs", type=positive_int, default=40, help="the epoch budget")
+    parser.add_argument("--batch-size", type=positive_int, default=512)
     parser.add_argument("--lr", type=_positive_float, default=1e-3)
     parser.add_argument("--l2", type=_non_negative_float, default=5e-6, help="weight decay")
-    parser.add_argument("--d", type=_positive_int, default=50, help="embedding size")
-    parser.add_argument("--L", type=_positive_int, default=5, help="items the network reads")
+    parser.add_argument("--d", type=positive_int, default=50, help="embedding size")
+    parser.add_argument("--L", type=positive_int, default=5, help="items the network reads")
     parser.add_argument("--block-channels", type=_channels, help="cosrec: e.g. 128,256")
-    parser.add_argument("--fc-dim", type=_positive_int, help="cosrec: default 150")
-    parser.add_argument("--hidden-dim", type=_positive_int, help="cosrec-base: default 100")
+    parser.add_argument("--fc-dim", type=positive_int, help="cosrec: default 150")
+    parser.add_argument("--hidden-dim", type=positive_int, help="cosrec-base: default 100")
     parser.add_argument(
         "--first-kernel",
-        type=_positive_int,
+        type=positive_int,
         help="cosrec: the first convolution's kernel (default 1; L spans the whole grid, Fig. 3)",
     )
-    parser.add_argument("--dropout", type=_fraction, help="default 0.5")
-    parser.add_argument("--T", type=_positive_int, default=3, help="targets per instance")
-    parser.add_argument("--negatives", type=_positive_int, default=3)
+    parser.add_argument("--dropout", type=fraction, help="default 0.5")
+    parser.add_argument("--T", type=positive_int, default=3, help="targets per instance")
+    parser.add_argument("--negatives", type=positive_int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training")
-    parser.add_argument("--eval-every", type=_positive_int, default=1, help="epochs per MAP")
+    parser.add_argument("--eval-every", type=positive_int, default=1, help="epochs per MAP")
     parser.add_argument(
         "--generic-user-rate",
-        type=_fraction,
+        type=fraction,
         default=0.1,
         help="fraction of training instances given the generic user (serves new users)",
     )
@@ -219,9 +219,9 @@ def train_main(argv: list[str]) -> int:
         from training.pipeline import plot_history, run_pipeline
 
         args = parser.parse_args(argv)
-        _check_device(args.device)
+        check_device(args.device)
         check_replaceable(args.out)  # before training, not after
-        splits = _load_splits(args)
+        splits = load_splits_from_args(args)
         config = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -237,7 +237,12 @@ def train_main(argv: list[str]) -> int:
             progress=not args.no_progress,
         )
         result = run_pipeline(
-            splits, args.model, _hyperparameters(args), config, eval_every=args.eval_every, log=_log
+            splits,
+            args.model,
+            _hyperparameters(args),
+            config,
+            eval_every=args.eval_every,
+            log=log_line,
         )
         figures = result.figures()
         bundle = export_bundle(result.model, result.train_data, args.out, figures)
@@ -262,7 +267,7 @@ def train_main(argv: list[str]) -> int:
             print(f"{name} (epoch {metrics['epoch']}): {shown}")
         return 0
 
-    return _run(parser.prog, body)
+    return run_command(parser.prog, body)
 
 
 # --- cosrec evaluate ----------------------------------------------------------------------
@@ -275,17 +280,22 @@ def _split_dir(path: Path) -> Path:
     return path / "test" if (path / "test").is_dir() else path
 
 
+def _check_trained_on(checkpoint: Path, model: Any, data: Sequences, what: str) -> None:
+    """A checkpoint is sized for its training data's users and items; refuse other data."""
+    if (model.num_users, model.num_items) != (data.num_users, data.num_items):
+        raise UsageError(
+            f"{checkpoint}: trained on {model.num_users} users and {model.num_items} items,"
+            f" the {what} has {data.num_users} and {data.num_items}"
+        )
+
+
 def _checkpoint_metrics(checkpoint: Path, split: Split) -> dict[str, Any]:
     from training.checkpoint import load_checkpoint
     from training.evaluation import evaluate
     from training.scoring import torch_scorer
 
     model = load_checkpoint(checkpoint)
-    if (model.num_users, model.num_items) != (split.train.num_users, split.train.num_items):
-        raise UsageError(
-            f"{checkpoint}: trained on {model.num_users} users and {model.num_items} items,"
-            f" the split has {split.train.num_users} and {split.train.num_items}"
-        )
+    _check_trained_on(checkpoint, model, split.train, "split")
     return evaluate(torch_scorer(model), split, int(model.hyperparameters()["L"]))
 
 
@@ -299,7 +309,7 @@ def _bundle_metrics(directory: Path, split: Split) -> dict[str, Any]:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    parser = _Parser(prog="cosrec evaluate", description="score a checkpoint or bundle")
+    parser = CommandParser(prog="cosrec evaluate", description="score a checkpoint or bundle")
     parser.add_argument(
         "--split", type=Path, required=True, help="a split root (uses test/) or a split part"
     )
@@ -319,16 +329,16 @@ def evaluate_main(argv: list[str]) -> int:
         print(json.dumps(metrics, indent=2))
         return 0
 
-    return _run(parser.prog, body)
+    return run_command(parser.prog, body)
 
 
 # --- cosrec export ------------------------------------------------------------------------
 
 
 def export_main(argv: list[str]) -> int:
-    parser = _Parser(prog="cosrec export", description="export a checkpoint as a bundle")
+    parser = CommandParser(prog="cosrec export", description="export a checkpoint as a bundle")
     parser.add_argument("--checkpoint", type=Path, required=True)
-    _add_data_arguments(parser, required=True)
+    add_data_arguments(parser, required=True)
     parser.add_argument("--out", type=Path, required=True, help="the bundle directory")
     parser.add_argument("--metrics", type=Path, help="a JSON file to put in the manifest")
 
@@ -339,15 +349,11 @@ def export_main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
         model = load_checkpoint(args.checkpoint)
         # What `cosrec train` trained the exported model on: the test split's train part.
-        data = _load_splits(args).test.train
-        if (model.num_users, model.num_items) != (data.num_users, data.num_items):
-            raise UsageError(
-                f"{args.checkpoint}: trained on {model.num_users} users and"
-                f" {model.num_items} items, the data has {data.num_users} and {data.num_items}"
-            )
+        data = load_splits_from_args(args).test.train
+        _check_trained_on(args.checkpoint, model, data, "data")
         metrics = json.loads(args.metrics.read_text()) if args.metrics else None
         bundle = export_bundle(model, data, args.out, metrics)
         print(f"bundle: {bundle}")
         return 0
 
-    return _run(parser.prog, body)
+    return run_command(parser.prog, body)

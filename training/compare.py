@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.cli import (
+    CommandParser,
     UsageError,
-    _add_data_arguments,
-    _check_device,
-    _fraction,
-    _load_splits,
-    _log,
-    _Parser,
-    _positive_int,
-    _run,
+    add_data_arguments,
+    check_device,
+    fraction,
+    load_splits_from_args,
+    log_line,
+    positive_int,
+    run_command,
 )
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
@@ -66,22 +66,25 @@ PROTOCOLS = {
 }
 
 
+def cpu_name() -> str:
+    """The CPU model (Linux names it only in /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_description(device: str) -> str:
     """What the timings were measured on."""
     import torch
 
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    try:  # Linux names the CPU model only here
-        names = [
-            line for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
-        ]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    except OSError:
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
         f" (torch {torch.__version__})"
     )
 
@@ -109,7 +112,7 @@ def count_popularity(splits: Splits, name: str, log: Log) -> tuple[nn.Module, di
     same figures."""
     from model import build_model
     from training.evaluation import evaluate
-    from training.pipeline import METRIC_KEYS
+    from training.pipeline import metric_subset
     from training.scoring import torch_scorer
 
     train = splits.test.train
@@ -118,7 +121,7 @@ def count_popularity(splits: Splits, name: str, log: Log) -> tuple[nn.Module, di
     started = time.perf_counter()
     metrics = evaluate(torch_scorer(model), splits.test, model.L)
     eval_seconds = time.perf_counter() - started
-    figures = {key: metrics[key] for key in METRIC_KEYS} | {"epoch": 0}
+    figures = metric_subset(metrics) | {"epoch": 0}
     log(f"{name}: MAP {figures['map']:.4f} ({eval_seconds:.1f} s to evaluate)")
     report = {
         "paper_protocol": figures,
@@ -176,21 +179,23 @@ def comparison_markdown(results: dict[str, dict[str, Any]], data: str) -> str:
     return "\n".join(sections)
 
 
-def _parser() -> _Parser:
-    parser = _Parser(prog="cosrec compare", description="train and evaluate models, as Table 3")
-    _add_data_arguments(parser, required=True)
+def _parser() -> CommandParser:
+    parser = CommandParser(
+        prog="cosrec compare", description="train and evaluate models, as Table 3"
+    )
+    add_data_arguments(parser, required=True)
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument(
         "--models", type=model_names, default="all", help="all, or e.g. cosrec,caser,fpmc"
     )
-    parser.add_argument("--epochs", type=_positive_int, default=40, help="the epoch budget")
-    parser.add_argument("--eval-every", type=_positive_int, default=1, help="epochs per MAP")
+    parser.add_argument("--epochs", type=positive_int, default=40, help="the epoch budget")
+    parser.add_argument("--eval-every", type=positive_int, default=1, help="epochs per MAP")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training")
     parser.add_argument(
         "--generic-user-rate",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         help="fraction of instances given the generic user (0, the paper's setting)",
     )
@@ -208,10 +213,10 @@ def compare_main(argv: list[str]) -> int:
         from training.plots import plot_training_history
 
         args = parser.parse_args(argv)
-        _check_device(args.device)
+        check_device(args.device)
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out}: not a directory")
-        splits = _load_splits(args)
+        splits = load_splits_from_args(args)
         config = TrainConfig(
             epochs=args.epochs,
             seed=args.seed,
@@ -224,11 +229,11 @@ def compare_main(argv: list[str]) -> int:
         machine = machine_description(args.device)
         results: dict[str, dict[str, Any]] = {}
         for name in args.models:  # argparse applied model_names to the default, too
-            _log(f"--- {name}")
+            log_line(f"--- {name}")
             if not getattr(MODELS[name], "trainable", True):
-                model, report = count_popularity(splits, name, _log)
+                model, report = count_popularity(splits, name, log_line)
             else:
-                model, report = train_and_measure(splits, name, config, args.eval_every, _log)
+                model, report = train_and_measure(splits, name, config, args.eval_every, log_line)
             history = report.pop("history")
             results[name] = {
                 "model": name,
@@ -258,4 +263,4 @@ def compare_main(argv: list[str]) -> int:
         print(f"wrote {args.out / 'comparison.md'} and {args.out / 'comparison.json'}")
         return 0
 
-    return _run(parser.prog, body)
+    return run_command(parser.prog, body)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from training.cli import UsageError, _Parser, _run
+from training.cli import CommandParser, UsageError, run_command
 
 
 def pair_weight_maps(weight: np.ndarray, L: int) -> np.ndarray:
@@ -159,8 +159,8 @@ def _history_command(args: argparse.Namespace) -> None:
 
 
 def plot_main(argv: list[str]) -> int:
-    parser = _Parser(prog="cosrec plot", description="draw a model's filters or a history")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = CommandParser(prog="cosrec plot", description="draw a model's filters or a history")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     filters = commands.add_parser(
         "filters", help="first-convolution filters as per-pair heat maps (paper, Figure 3)"
     )
@@ -184,4 +184,4 @@ def plot_main(argv: list[str]) -> int:
         print(f"wrote {args.out}")
         return 0
 
-    return _run(parser.prog, body)
+    return run_command(parser.prog, body)
