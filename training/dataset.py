@@ -71,6 +71,11 @@ class Sequences:
     def num_interactions(self) -> int:
         return int(sum(len(s) for s in self.sequences))
 
+    def item_counts(self) -> np.ndarray:
+        """Actions per item index (int64, length num_items + 1; padding counts 0)."""
+        every_action = np.concatenate([*self.sequences, np.zeros(0, dtype=np.int64)])
+        return np.bincount(every_action, minlength=self.num_items + 1)
+
     def fingerprint(self) -> str:
         """sha256 over ids and sequences: identifies the exact training data of a bundle."""
         digest = hashlib.sha256()

@@ -44,9 +44,7 @@ class _ServingScores(nn.Module):
 
 def popularity(data: Sequences) -> dict[str, list]:
     """Item ids by training count, most interacted first (ties: lower index first)."""
-    counts = np.zeros(data.num_items + 1, dtype=np.int64)
-    for seq in data.sequences:
-        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+    counts = data.item_counts()
     counts[PADDING_INDEX] = 0
     order = np.argsort(-counts, kind="stable")
     order = order[counts[order] > 0]

@@ -17,9 +17,8 @@ from model import build_model
 from training.dataset import GENERIC_USER_INDEX, Sequences, Split, Vocabulary
 from training.evaluation import ScoreFn, evaluate
 from training.fit import TrainConfig, fit, set_seed
+from training.pipeline import METRIC_KEYS
 from training.scoring import torch_scorer
-
-METRIC_KEYS = ("map", "prec@1", "prec@5", "prec@10", "recall@1", "recall@5", "recall@10")
 
 
 def users_subset(split: Split, keep: np.ndarray) -> Split:
@@ -44,10 +43,7 @@ def hold_out_users(split: Split, fraction: float, seed: int) -> tuple[Split, Spl
 
 def popularity_scorer(train: Sequences) -> ScoreFn:
     """Every user gets the same scores: the items' training counts."""
-    counts = np.bincount(
-        np.concatenate([*train.sequences, np.zeros(0, dtype=np.int64)]),
-        minlength=train.num_items + 1,
-    )
+    counts = train.item_counts()
     scores = torch.from_numpy(counts.astype(np.float32))
 
     def score(users: np.ndarray, items: np.ndarray) -> torch.Tensor:  # noqa: ARG001

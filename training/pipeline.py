@@ -82,9 +82,9 @@ class PipelineResult:
         """The two test figures, each with the epoch it was taken at."""
         at = {record.epoch: record.metrics for record in self.test_run if record.metrics}
         return {
-            "paper_protocol": {**_metric_subset(at[self.paper_epoch]), "epoch": self.paper_epoch},
+            "paper_protocol": {**metric_subset(at[self.paper_epoch]), "epoch": self.paper_epoch},
             "validation_selected": {
-                **_metric_subset(at[self.selected_epoch]),
+                **metric_subset(at[self.selected_epoch]),
                 "epoch": self.selected_epoch,
             },
         }
@@ -104,7 +104,8 @@ class PipelineResult:
         }
 
 
-def _metric_subset(metrics: dict[str, float]) -> dict[str, float]:
+def metric_subset(metrics: dict[str, float]) -> dict[str, float]:
+    """The Table 3 figures (`METRIC_KEYS`) of an evaluation's result."""
     return {key: metrics[key] for key in METRIC_KEYS if key in metrics}
 
 

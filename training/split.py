@@ -37,10 +37,7 @@ def filter_min_count(
     the threshold. Repeated actions count each time. Kept items are re-indexed contiguously in
     their original order; kept users keep their order.
     """
-    counts = np.bincount(
-        np.concatenate([*seqs.sequences, np.zeros(0, dtype=np.int64)]),
-        minlength=seqs.num_items + 1,
-    )
+    counts = seqs.item_counts()
     keep_item = counts >= min_item_count
     keep_item[0] = False
     new_index = np.cumsum(keep_item) * keep_item  # old index -> new index, 0 where dropped
