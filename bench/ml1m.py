@@ -17,6 +17,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     json_path = args.results / "ml1m.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    machine = machine_description(args.device)
     for name in args.models:
         started = time.perf_counter()
         entry = run_model(name, splits, config, args.eval_every)
         entry.update(
-            machine=machine_description(args.device),
+            machine=machine,
             command=command,
             device=args.device,
             bf16=args.bf16,
@@ -175,14 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                     splits.test,
                     name,
                     {},
-                    TrainConfig(
-                        epochs=epochs,
-                        seed=args.seed,
-                        device=args.device,
-                        bf16=args.bf16,
-                        generic_user_rate=rate,
-                        progress=False,
-                    ),
+                    replace(config, epochs=epochs, generic_user_rate=rate, progress=False),
                 )
                 for rate in GENERIC_USER_RATES
             ]

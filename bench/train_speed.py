@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from model import build_model  # noqa: E402
+from training.compare import cpu_name  # noqa: E402
 from training.fit import TrainConfig, make_optimizer, set_seed, train_step  # noqa: E402
 from training.instances import training_instances  # noqa: E402
 from training.readers import read_caser  # noqa: E402
@@ -46,16 +46,6 @@ SETTINGS = {
     "literal-fp32": (False, False),
     "literal-bf16": (False, True),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_setting(model_name, train, instances, sampler, config, fast, batches, warmup) -> dict:
