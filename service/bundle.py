@@ -39,10 +39,6 @@ class Bundle:
     popular_items: tuple[str, ...]
     popular_scores: tuple[float, ...]
 
-    @property
-    def num_items(self) -> int:
-        return len(self.item_ids)
-
     def score(self, items: np.ndarray, users: np.ndarray) -> np.ndarray:
         """scores[b, j] of item index j + 1 for each row; items int64 [B, L], users int64 [B]."""
         return self.session.run(None, {"items": items, "users": users})[0]

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from service.bundle import BundleError, load_bundle
 from service.settings import Settings
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_REDIS_URL = Settings.model_fields["redis_url"].default
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -25,7 +25,7 @@ def read_event_log(
     Works with `redis.Redis` and `redis.RedisCluster` (SCAN visits every primary).
     """
     for raw_key in client.scan_iter(match=log_key_pattern(prefix), count=1000, _type="stream"):
-        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        key = _decode(raw_key)
         user_id = user_from_log_key(prefix, key)
         rows: list[Row] = []
         start = "-"

@@ -59,9 +59,9 @@ class EventWriter:
         by_user: dict[str, list[Event]] = {}
         for event in events:
             timestamp = now if event.timestamp is None else event.timestamp
-            known = event.item_id.encode() in known_items
+            item = event.item_id.encode()
             by_user.setdefault(event.user_id, []).append(
-                Event(event.item_id, timestamp, event.event_id, known)
+                Event(item, timestamp, event.event_id, item in known_items)
             )
         groups = [UserEvents(user, tuple(user_events)) for user, user_events in by_user.items()]
         try:

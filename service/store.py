@@ -62,7 +62,7 @@ return stored
 class Event(NamedTuple):
     """One event to store (tuples: built thousands of times a second, cheaply)."""
 
-    item_id: str
+    item_id: bytes  # UTF-8, as sent to Redis
     timestamp: float
     event_id: str | None
     known: bool  # the item is in the serving model's catalogue
@@ -168,7 +168,7 @@ class RedisStore:
             for event in group.events:
                 args += [
                     (event.event_id or "").encode(),
-                    event.item_id.encode(),
+                    event.item_id,
                     repr(event.timestamp).encode(),
                     b"1" if event.known else b"0",
                 ]
