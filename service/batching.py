@@ -1,7 +1,9 @@
 """Greedy micro-batching: whatever queued while the previous batch ran becomes the next batch.
 
 No fixed window by default (a window only adds latency at low load); `max_wait_s` lets a batch
-fill a little longer when asked for.
+fill a little longer when asked for. With `max_in_flight` 2, the next batch starts (reads
+Redis, builds its inputs) while the previous one waits on onnxruntime, so the event loop is
+not idle through the model call; 1 keeps batches strictly one after the other.
 """
 
 from __future__ import annotations
@@ -22,23 +24,28 @@ class GreedyBatcher(Generic[T, R]):
         process: Callable[[list[T]], Awaitable[list[R]]],
         max_batch: int,
         max_wait_s: float = 0.0,
+        max_in_flight: int = 1,
     ) -> None:
         self._process = process
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
+        self._max_in_flight = max_in_flight
         self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
+        tasks = [*self._in_flight, *([self._runner] if self._runner else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-            self._runner = None
+                await task
+        self._runner = None
         while self._pending:
             _, future = self._pending.popleft()
             if not future.done():
@@ -51,21 +58,35 @@ class GreedyBatcher(Generic[T, R]):
         return await future
 
     async def _run(self) -> None:
+        slots = asyncio.Semaphore(self._max_in_flight)
+        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
+            await slots.acquire()
             if self._max_wait_s > 0 and len(self._pending) < self._max_batch:
                 await asyncio.sleep(self._max_wait_s)
             size = min(len(self._pending), self._max_batch)
             batch = [self._pending.popleft() for _ in range(size)]
-            try:
-                results = await self._process([item for item, _ in batch])
-            except Exception as error:  # every waiter of the batch gets the failure
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():  # its client may have gone away
-                    future.set_result(result)
+            task = loop.create_task(self._run_batch(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _run_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._process([item for item, _ in batch])
+        except BaseException as error:  # every waiter of the batch gets the failure
+            failure = error
+            if isinstance(error, asyncio.CancelledError):
+                failure = RuntimeError("the service is shutting down")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # its client may have gone away
+                future.set_result(result)

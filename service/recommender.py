@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 
 import numpy as np
@@ -14,6 +15,7 @@ from redis.exceptions import RedisError
 
 from service.bundle import Bundle
 from service.metrics import Metrics
+from service.ranking import Exclusions, RankedRows, exclusions, top_n_rows
 from service.store import History, RedisStore
 
 # Smaller batches run on the event loop: handing one row to a thread costs more latency (a
@@ -43,28 +45,6 @@ class Recommendation:
     scores: list[float]
     source: str
     model_version: str
-
-
-def top_n(scores: np.ndarray, n: int, excluded_columns: np.ndarray) -> np.ndarray:
-    """Columns of the n best scores, best first, never an excluded one; no full sort.
-
-    Mutates `scores`: the excluded columns become -inf.
-    """
-    available = len(scores)
-    if len(excluded_columns):
-        scores[excluded_columns] = -np.inf
-        available -= int(np.count_nonzero(np.isneginf(scores)))
-    k = min(n, available)
-    if k <= 0:
-        return np.empty(0, dtype=np.intp)
-    best = np.argpartition(scores, len(scores) - k)[len(scores) - k :]
-    return best[np.argsort(-scores[best], kind="stable")]
-
-
-def item_columns(bundle: Bundle, item_ids: Iterable[bytes]) -> np.ndarray:
-    """Score columns (item index - 1) of the item ids the bundle knows; unknown ones dropped."""
-    indices = np.fromiter(map(bundle.item_index.get, item_ids, repeat(0)), dtype=np.intp)
-    return indices[indices > 0] - 1
 
 
 def popularity_ranking(bundle: Bundle, n: int, excluded: set[str]) -> tuple[list[str], list[float]]:
@@ -139,35 +119,42 @@ class Recommender:
             items[row, L - len(tail) :] = tail
             users[row] = user
             rows.append(position)
-        if rows:
-            started = time.perf_counter()
-            inputs = (items[: len(rows)], users[: len(rows)])
-            if len(rows) >= OFFLOAD_MIN_ROWS:
-                # onnxruntime releases the GIL: HTTP keeps flowing on the event loop meanwhile
-                loop = asyncio.get_running_loop()
-                scores = await loop.run_in_executor(self._inference_thread, bundle.score, *inputs)
-            else:
-                scores = bundle.score(*inputs)
-            self._metrics.inference_seconds.observe(time.perf_counter() - started)
-            self._metrics.batch_size.observe(len(rows))
-            for row, position in enumerate(rows):
-                results[position] = self._ranked(
-                    bundle, jobs[position], histories[position], scores[row]
-                )
+        if not rows:
+            return results  # type: ignore[return-value]  # every job went to popularity
+        excluded = exclusions(index, [_excluded_ids(jobs[p], histories[p]) for p in rows])
+        n = np.fromiter((jobs[p].n for p in rows), dtype=np.intp, count=len(rows))
+        work = partial(_score_and_rank, bundle, items[: len(rows)], users[: len(rows)], n, excluded)
+        if len(rows) >= OFFLOAD_MIN_ROWS:
+            # onnxruntime and numpy release the GIL: HTTP keeps flowing on the event loop
+            loop = asyncio.get_running_loop()
+            ranked, inference_s = await loop.run_in_executor(self._inference_thread, work)
+        else:
+            ranked, inference_s = work()
+        self._metrics.inference_seconds.observe(inference_s)
+        self._metrics.batch_size.observe(len(rows))
+        item_ids = bundle.item_ids
+        columns, scores = ranked.columns.tolist(), ranked.scores.tolist()
+        for row, (position, count) in enumerate(zip(rows, ranked.counts.tolist(), strict=True)):
+            results[position] = Recommendation(
+                [item_ids[c] for c in columns[row][:count]],
+                scores[row][:count],
+                SOURCE_MODEL,
+                bundle.model_version,
+            )
         return results  # type: ignore[return-value]  # every position is filled above
 
-    @staticmethod
-    def _ranked(
-        bundle: Bundle, job: RecommendJob, history: History, scores: np.ndarray
-    ) -> Recommendation:
-        excluded = item_columns(bundle, map(str.encode, job.exclude))
-        if history.seen_items:
-            excluded = np.concatenate([excluded, item_columns(bundle, history.seen_items)])
-        columns = top_n(scores, job.n, excluded)
-        item_ids = bundle.item_ids
-        return Recommendation(
-            [item_ids[c] for c in columns.tolist()],
-            scores[columns].tolist(),
-            SOURCE_MODEL,
-            bundle.model_version,
-        )
+
+def _excluded_ids(job: RecommendJob, history: History) -> list[bytes]:
+    """The ids a job's answer must leave out: its `exclude` list and, if asked, the seen."""
+    seen = history.seen_items or []
+    return [*map(str.encode, job.exclude), *seen] if job.exclude else seen
+
+
+def _score_and_rank(
+    bundle: Bundle, items: np.ndarray, users: np.ndarray, n: np.ndarray, excluded: Exclusions
+) -> tuple[RankedRows, float]:
+    """The ranked rows and the seconds onnxruntime took."""
+    started = time.perf_counter()
+    scores = bundle.score(items, users)
+    inference_s = time.perf_counter() - started
+    return top_n_rows(scores, n, excluded), inference_s

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     )
     ort_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per worker")
     max_batch: int = Field(64, ge=1, description="largest micro-batch of requests")
+    batches_in_flight: int = Field(
+        2, ge=1, le=8, description="recommendation micro-batches processed at once (1: serial)"
+    )
     max_wait_ms: float = Field(
         0.0, ge=0, description="extra wait for a micro-batch to fill (0: greedy)"
     )

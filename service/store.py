@@ -17,16 +17,18 @@ from service.keys import user_keys
 from service.metrics import Metrics
 from service.settings import Settings
 
-# One call applies one user's part of a request atomically. Per event: take the next counter
-# value; skip the event when its event_id is already remembered (ZADD NX answers 0); otherwise
-# insert it into the time-ordered sequence (ties keep arrival order through the zero-padded
-# counter), add a known item to the seen set and append it to the user's log stream. Then
-# store the counter and trim the bounded keys. Returns 1 (stored) or 0 (duplicate) per event.
+# One call applies one user's part of a request atomically. One INCRBY reserves a counter value
+# per event; per event: skip it when its event_id is already remembered (ZADD NX answers 0);
+# otherwise insert it into the time-ordered sequence (ties keep arrival order through the
+# zero-padded counter), add a known item to the seen set and append it to the user's log
+# stream. Then trim the bounded keys, only once they can exceed their bound: each holds at
+# most one entry per counted event. Returns 1 (stored) or 0 (duplicate) per event.
 # (Few redis.call per event: each costs far more inside Lua than the command itself.)
 EVENTS_SCRIPT = """
 local max_history = tonumber(ARGV[1])
 local max_ids = tonumber(ARGV[2])
-local counter = tonumber(redis.call('GET', KEYS[5]) or '0')
+local events = (#ARGV - 2) / 4
+local counter = redis.call('INCRBY', KEYS[5], events) - events
 local with_ids = false
 local stored = {}
 for i = 3, #ARGV, 4 do
@@ -50,9 +52,10 @@ for i = 3, #ARGV, 4 do
   end
   stored[#stored + 1] = fresh
 end
-redis.call('SET', KEYS[5], string.format('%d', counter))
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -max_history - 1)
-if with_ids then
+if counter > max_history then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -max_history - 1)
+end
+if with_ids and counter > max_ids then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_ids - 1)
 end
 return stored
@@ -85,11 +88,13 @@ class History(NamedTuple):
 def connect(settings: Settings) -> aioredis.Redis:
     """An asyncio client for a single Redis, a Cluster, or the master Sentinels point to.
 
-    hiredis parses replies when installed (redis-py's default). No per-read socket timeout:
-    RedisStore bounds each whole round trip instead (one timer per pipeline, not per reply).
+    hiredis parses replies when installed (redis-py's default). No per-read socket timeout
+    (redis-py 8 sets 5 s by default: a timer per reply): RedisStore bounds each whole round
+    trip instead, one timer per pipeline.
     """
     options = {
         "socket_connect_timeout": settings.redis_timeout_s,
+        "socket_timeout": None,
         "max_connections": settings.redis_max_connections,
         "health_check_interval": 0,
     }

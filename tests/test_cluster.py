@@ -94,6 +94,7 @@ def test_a_cluster_node_crash_and_restart_under_load(cluster, cluster_service, i
             for u, port in node_ports(cluster, [f"load-{k}" for k in range(20)]).items()
             if port == victim.port
         }
+        crash_at = time.monotonic()  # a request answered before this met a healthy cluster
         victim.crash()
         down_at = time.monotonic()
         time.sleep(OUTAGE_S)  # past cluster-node-timeout: the cluster itself reports the failure
@@ -104,7 +105,7 @@ def test_a_cluster_node_crash_and_restart_under_load(cluster, cluster_service, i
         time.sleep(1.5)
         outcomes = load.stop()
 
-    before = [o for o in outcomes if o.answered < down_at]
+    before = [o for o in outcomes if o.answered < crash_at]
     during = [o for o in outcomes if o.sent > down_at and o.answered < restart_at]
     after = [o for o in outcomes if o.sent > recovered_at + 1.0]
     assert before

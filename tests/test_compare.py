@@ -94,8 +94,8 @@ def test_bad_arguments_give_one_line_and_status_2(argv, fragment, tmp_path, caps
     assert len(err.strip().splitlines()) == 1
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_compare", REPO / "bench" / "compare.py")
+def _bench_module(name: str = "compare"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -129,3 +129,26 @@ def test_bench_checks_the_paper_ordering_on_map():
     kept = {"caser": figures(0.17), "gru4rec": figures(0.16), "fpmc": figures(0.10)}
     line = bench.ordering_line(kept, "paper_protocol")
     assert "(holds): Caser (0.1700) > GRU4Rec (0.1600) > FPMC (0.1000)" in line
+
+
+def test_merge_test_run_selects_by_validation_and_marks_a_short_run(tmp_path):
+    merge = _bench_module("merge_test_run")
+    log = tmp_path / "validation.log"
+    log.write_text(
+        "".join(
+            f"validation epoch {e}/4: loss 0.5 (1.0 s, 10 inst/s), MAP {m}\n"
+            for e, m in [(1, 0.10), (2, 0.15), (3, 0.15), (4, 0.12)]
+        )
+    )
+    metrics = dict.fromkeys(METRIC_LABELS, 0.0)
+    epochs = [
+        {**metrics, "epoch": e, "map": m, "epoch_seconds": 1.0, "eval_seconds": 0.5}
+        for e, m in [(1, 0.11), (2, 0.16), (3, 0.17)]
+    ]
+    validation, planned = merge.validation_maps(log)
+    result = merge.entry(validation, planned, epochs)
+    assert result["selected_epoch"] == 2  # the earliest of the tied best
+    assert result["validation_selected"]["map"] == 0.16
+    assert (result["paper_protocol"]["map"], result["paper_epoch"]) == (0.17, 3)
+    assert "3 of 4" in result["partial"]
+    assert merge.entry(validation, planned, epochs[:1])["validation_selected"] is None

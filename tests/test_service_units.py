@@ -13,20 +13,41 @@ import pytest
 from conftest import REPO, free_port, service_env
 from service.batching import GreedyBatcher
 from service.keys import user_from_log_key, user_from_tag, user_keys, user_tag
-from service.recommender import top_n
+from service.ranking import Exclusions, exclusions, top_n_rows
 
 
-@pytest.mark.parametrize("n", [1, 5, 50, 200])
-def test_top_n_equals_a_full_sort_without_the_excluded(n):
-    rng = np.random.default_rng(n)
-    scores = rng.normal(size=100).astype(np.float32)
-    excluded = rng.choice(100, size=30, replace=False)
-    reference = [c for c in np.argsort(-scores, kind="stable") if c not in set(excluded)][:n]
-    assert top_n(scores.copy(), n, excluded).tolist() == reference
+def test_top_n_rows_equal_a_full_sort_of_each_row_without_its_excluded():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(4, 100)).astype(np.float32)
+    scores[1, 10:20] = 0.5  # ties: kept in column order, as a stable full sort keeps them
+    n = np.array([1, 5, 50, 200])
+    excluded_per_row = [rng.choice(100, size=30, replace=False) for _ in range(4)]
+    excluded = Exclusions(
+        np.repeat(np.arange(4), 30), np.concatenate(excluded_per_row).astype(np.intp)
+    )
+    ranked = top_n_rows(scores.copy(), n, excluded)
+    for row in range(4):
+        skip = set(excluded_per_row[row].tolist())
+        reference = [c for c in np.argsort(-scores[row], kind="stable") if c not in skip]
+        count = ranked.counts[row]
+        assert count == min(n[row], 70)
+        assert ranked.columns[row, :count].tolist() == reference[: n[row]]
+        assert ranked.scores[row, :count].tolist() == scores[row, reference[: n[row]]].tolist()
 
 
-def test_top_n_with_everything_excluded_is_empty():
-    assert len(top_n(np.ones(4, dtype=np.float32), 3, np.array([0, 1, 2, 3, 3]))) == 0
+def test_top_n_rows_with_everything_excluded_is_empty():
+    scores = np.array([[1, 1, 1, 1], [4, 3, 2, 1]], dtype=np.float32)
+    excluded = Exclusions(np.array([0, 0, 0, 0, 0]), np.array([0, 1, 2, 3, 3]))
+    ranked = top_n_rows(scores, np.array([3, 3]), excluded)
+    assert ranked.counts.tolist() == [0, 3]
+    assert ranked.columns[1, :3].tolist() == [0, 1, 2]
+
+
+def test_exclusions_keep_known_ids_of_each_row_as_columns():
+    index = {b"a": 1, b"b": 2, b"c": 3}
+    excluded = exclusions(index, [[b"c", b"zz"], [], [b"a", b"b", b"a"]])
+    assert excluded.rows.tolist() == [0, 2, 2, 2]
+    assert excluded.columns.tolist() == [2, 0, 1, 0]
 
 
 @pytest.mark.parametrize(
@@ -72,6 +93,29 @@ def test_batcher_batches_what_queued_and_shares_failures():
     assert max(sizes) == 4
     assert len(sizes) < 10
     assert isinstance(neighbour, ValueError)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_batcher_runs_at_most_max_in_flight_batches_at_once(in_flight):
+    running, most = 0, 0
+
+    async def slow(batch: list[int]) -> list[int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return batch
+
+    async def scenario() -> list[int]:
+        batcher = GreedyBatcher(slow, max_batch=1, max_in_flight=in_flight)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(x) for x in range(6)))
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(scenario()) == list(range(6))
+    assert most == in_flight
 
 
 def test_the_service_imports_no_torch_and_no_training_code():
