@@ -52,16 +52,17 @@ def top_n_rows(scores: np.ndarray, n: np.ndarray, excluded: Exclusions) -> Ranke
     """
     rows, width = scores.shape
     scores[excluded.rows, excluded.columns] = -np.inf
-    available = width - np.count_nonzero(np.isneginf(scores), axis=1)
+    available = width - np.count_nonzero(scores == -np.inf, axis=1)
     k = int(min(n.max(initial=0), width))
     if k == 0:
         empty = np.empty((rows, 0), dtype=np.intp)
         return RankedRows(empty, empty.astype(scores.dtype), np.zeros(rows, dtype=np.intp))
     # argpartition leaves the k best in no particular order: put them in column order, then
-    # a stable sort by score keeps equal scores in column order
-    best = np.sort(np.argpartition(scores, width - k, axis=1)[:, width - k :], axis=1)
-    best_scores = np.take_along_axis(scores, best, axis=1)
+    # a stable sort by score keeps equal scores in column order. (Plain fancy indexing, not
+    # take_along_axis: its Python-level set-up cost more than the work at small batches.)
+    row = np.arange(rows)[:, None]
+    best = np.argpartition(scores, width - k, axis=1)[:, width - k :]
+    best.sort(axis=1)
+    best_scores = scores[row, best]
     order = np.argsort(-best_scores, axis=1, kind="stable")
-    best = np.take_along_axis(best, order, axis=1)
-    best_scores = np.take_along_axis(best_scores, order, axis=1)
-    return RankedRows(best, best_scores, np.minimum(n, available))
+    return RankedRows(best[row, order], best_scores[row, order], np.minimum(n, available))

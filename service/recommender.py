@@ -75,7 +75,9 @@ class Recommender:
         self._metrics = metrics
         self._window_factor = window_factor
         self._redis_fallback = redis_fallback
-        # one thread: onnxruntime calls stay serial, with the thread count the settings give
+        # one thread: offloaded batches run one after the other, each with the settings' ORT
+        # threads (a small batch may run on the event loop meanwhile: Session.run is
+        # thread-safe)
         self._inference_thread = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
 
     def close(self) -> None:
