@@ -127,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Everything made so far (modules, the app, the bundle) lives as long as the process:
         # out of the collector's reach, a full collection no longer walks it (measured here:
         # full collections of ~50 ms each, the tail of /recommend's latency, before this).
+        # Collect first, so start-up's garbage is not kept forever.
+        gc.collect()
         gc.freeze()
         watcher = None
         if settings.reload_poll_s > 0:

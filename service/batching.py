@@ -1,9 +1,10 @@
-"""Greedy micro-batching: whatever queued while the previous batch ran becomes the next batch.
+"""Greedy micro-batching: whatever queued while a batch was being formed or run goes out together.
 
 No fixed window by default (a window only adds latency at low load); `max_wait_s` lets a batch
-fill a little longer when asked for. With `max_in_flight` 2, the next batch starts (reads
-Redis, builds its inputs) while the previous one waits on onnxruntime, so the event loop is
-not idle through the model call; 1 keeps batches strictly one after the other.
+fill a little longer when asked for. With `max_in_flight` 1, batches run strictly one after
+the other; with 2, the next batch starts as soon as requests wait (it reads Redis, builds its
+inputs) while the previous one is in onnxruntime, so the event loop is not idle through the
+model call.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -73,20 +75,31 @@ class GreedyBatcher(Generic[T, R]):
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
             task.add_done_callback(lambda _: slots.release())
+            # on the task, not in the coroutine: a task cancelled before its first step never
+            # runs the coroutine's own handlers
+            task.add_done_callback(partial(_fail_unanswered, batch))
 
     async def _run_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._process([item for item, _ in batch])
-        except BaseException as error:  # every waiter of the batch gets the failure
-            failure = error
-            if isinstance(error, asyncio.CancelledError):
-                failure = RuntimeError("the service is shutting down")
+        except Exception as error:  # every waiter of the batch gets the failure
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(failure)
-            if isinstance(error, asyncio.CancelledError):
-                raise
+                    future.set_exception(error)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():  # its client may have gone away
                 future.set_result(result)
+
+
+def _fail_unanswered(batch: list[tuple[object, asyncio.Future]], task: asyncio.Task) -> None:
+    """Whatever way the batch's task ended (cancelled at shutdown, or failed outside `process`),
+    no waiter of it is left waiting."""
+    failure = (
+        RuntimeError("the service is shutting down")
+        if task.cancelled()
+        else task.exception() or RuntimeError("the batch ended without an answer")
+    )
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(failure)

@@ -22,7 +22,8 @@ from service.settings import Settings
 # otherwise insert it into the time-ordered sequence (ties keep arrival order through the
 # zero-padded counter), add a known item to the seen set and append it to the user's log
 # stream. Then trim the bounded keys, only once they can exceed their bound: each holds at
-# most one entry per counted event. Returns 1 (stored) or 0 (duplicate) per event.
+# most one entry per counted event (and always when the counter starts afresh, in case it was
+# lost while the other keys stayed). Returns 1 (stored) or 0 (duplicate) per event.
 # (Few redis.call per event: each costs far more inside Lua than the command itself.)
 EVENTS_SCRIPT = """
 local max_history = tonumber(ARGV[1])
@@ -52,10 +53,11 @@ for i = 3, #ARGV, 4 do
   end
   stored[#stored + 1] = fresh
 end
-if counter > max_history then
+local fresh_counter = counter == events  -- new user, or a counter lost (evicted, deleted)
+if counter > max_history or fresh_counter then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -max_history - 1)
 end
-if with_ids and counter > max_ids then
+if with_ids and (counter > max_ids or fresh_counter) then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_ids - 1)
 end
 return stored

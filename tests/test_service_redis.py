@@ -67,6 +67,21 @@ def test_history_is_bounded_but_the_log_keeps_everything(make_client, raw):
     assert sorted(raw.smembers(keys.seen)) == sorted(f"i{k}".encode() for k in range(1, 9))
 
 
+def test_history_stays_bounded_one_event_at_a_time_and_after_a_lost_counter(make_client, raw):
+    client = make_client(max_history=5, max_event_ids=3)
+    keys = user_keys("cosrec", "dee")
+    for k in range(1, 8):  # one event a call: the trims run once the counter passes the bounds
+        event = {"user_id": "dee", "item_id": f"i{k}", "timestamp": k, "event_id": f"e{k}"}
+        assert client.post("/events", json={"events": [event]}).json()["accepted"] == 1
+    assert stored_sequence(raw, "dee") == ["i3", "i4", "i5", "i6", "i7"]
+    assert raw.zcard(keys.event_ids) == 3
+    raw.delete(keys.counter)  # evicted or deleted: the counter starts again from 0
+    event = {"user_id": "dee", "item_id": "i8", "timestamp": 8, "event_id": "e8"}
+    assert client.post("/events", json={"events": [event]}).json()["accepted"] == 1
+    assert stored_sequence(raw, "dee") == ["i4", "i5", "i6", "i7", "i8"]
+    assert raw.zcard(keys.event_ids) == 3
+
+
 def test_unknown_items_are_stored_and_counted_but_not_seen(client, raw):
     events = [
         {"user_id": "dee", "item_id": "i1", "timestamp": 1},

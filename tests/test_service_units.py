@@ -118,6 +118,28 @@ def test_batcher_runs_at_most_max_in_flight_batches_at_once(in_flight):
     assert most == in_flight
 
 
+@pytest.mark.parametrize("turns", [0, 1, 2, 3, 5])
+def test_batcher_stop_answers_every_waiter_whenever_it_comes(turns):
+    """stop() after `turns` event-loop turns: before the batch task exists, before it has
+    started, or while it waits inside `process`: no submitter is left waiting."""
+
+    async def never(batch: list[int]) -> list[int]:
+        await asyncio.Event().wait()
+        return batch
+
+    async def scenario() -> list[BaseException]:
+        batcher = GreedyBatcher(never, max_batch=2, max_in_flight=2)
+        batcher.start()
+        waiters = [asyncio.ensure_future(batcher.submit(x)) for x in range(5)]
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 2)
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+
+
 def test_the_service_imports_no_torch_and_no_training_code():
     code = (
         "import sys, service.app, service.cli, service.event_log\n"
