@@ -10,7 +10,8 @@ The floor is POST /bench/floor on the same server: it validates a /recommend bod
 constant 10-item JSON, so ratios to it hold on a noisy machine. Rows go to
 bench/results/serve.json.
 
-    .venv/bin/python bench/serve.py [--duration 5] [--workers 1 2] [--concurrency 1 16 64]
+    .venv/bin/python bench/serve.py [--duration 5] [--repeats 3] [--workers 1 2]
+                                    [--concurrency 1 16 64]
 """
 
 from __future__ import annotations
@@ -337,6 +338,9 @@ def inference_check(bundle: Path, device: str, rows: int = 256) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds over the routes; medians are reported"
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
@@ -397,32 +401,42 @@ def load_histories(port: int, redis_url: str) -> dict:
 
 
 def measure(port: int, workers: int, args) -> list[dict]:
+    """Each concurrency: floor, /recommend, /events, /events x100, one after the other,
+    `args.repeats` times over. A row is the route's median-throughput run; its ratio to the
+    floor is the median of the per-round ratios (route and floor measured seconds apart), so a
+    burst of noise on this shared machine moves one round, not the figure."""
     rows = []
     for concurrency in args.concurrency:
-        point = {}
-        for name, make in [
-            ("floor", recommend_requests("/bench/floor", 2)),
-            ("/recommend", recommend_requests("/recommend", 2)),
-            ("/events", event_requests(1, 3, f"w{workers}c{concurrency}")),
-            (
-                f"/events x{EVENTS_PER_BATCH}",
-                event_requests(EVENTS_PER_BATCH, 4, f"b{workers}c{concurrency}"),
-            ),
-        ]:
-            point[name] = run_load(port, concurrency, make, args.warmup, args.duration)
-        floor = point["floor"]["rps"]
-        for name, result in point.items():
+        runs: dict[str, list[dict]] = {}
+        ratios: dict[str, list[float]] = {}
+        for repeat in range(args.repeats):
+            tag = f"w{workers}c{concurrency}r{repeat}"
+            point = {}
+            for name, make in [
+                ("floor", recommend_requests("/bench/floor", 2)),
+                ("/recommend", recommend_requests("/recommend", 2)),
+                ("/events", event_requests(1, 3, tag)),
+                (f"/events x{EVENTS_PER_BATCH}", event_requests(EVENTS_PER_BATCH, 4, "b" + tag)),
+            ]:
+                point[name] = run_load(port, concurrency, make, args.warmup, args.duration)
+            for name, result in point.items():
+                runs.setdefault(name, []).append(result)
+                ratios.setdefault(name, []).append(result["rps"] / point["floor"]["rps"])
+        for name, results in runs.items():
+            result = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
             row = {"route": name, "workers": workers, "concurrency": concurrency, **result}
-            row["floor_rps"] = floor
-            row["ratio_to_floor"] = round(result["rps"] / floor, 3)
+            row["floor_rps"] = float(np.median([r["rps"] for r in runs["floor"]]))
+            row["ratio_to_floor"] = round(float(np.median(ratios[name])), 3)
+            row["rps_runs"] = [r["rps"] for r in results]
+            row["ratio_runs"] = [round(x, 3) for x in ratios[name]]
             if name.startswith("/events x"):
                 row["events_per_s"] = round(result["rps"] * EVENTS_PER_BATCH, 1)
             rows.append(row)
             print(
                 f"  workers={workers} c={concurrency:<3} {name:<12} {result['rps']:>9,.0f} req/s"
                 f"  p50 {result['p50_ms']:.2f}  p90 {result['p90_ms']:.2f}"
-                f"  p99 {result['p99_ms']:.2f} ms  ({row['ratio_to_floor']:.2f} x floor,"
-                f" {result['errors']} errors)",
+                f"  p99 {result['p99_ms']:.2f} ms  ({row['ratio_to_floor']:.2f} x floor, rounds"
+                f" {row['ratio_runs']}, {sum(r['errors'] for r in results)} errors)",
                 flush=True,
             )
     return rows
