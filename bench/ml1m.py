@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from training.cli import train_config_from_args  # noqa: E402
 from training.compare import machine_description  # noqa: E402
 from training.fit import TrainConfig  # noqa: E402
 from training.new_users import new_user_experiment, users_subset  # noqa: E402
@@ -160,14 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits(args.data)
     if args.max_users:
         splits = first_users(splits, args.max_users)
-    config = TrainConfig(
-        epochs=args.epochs,
-        seed=args.seed,
-        device=args.device,
-        bf16=args.bf16,
-        generic_user_rate=args.generic_user_rate,
-        progress=not args.no_progress,
-    )
+    config = train_config_from_args(args)
     command = shlex.join(["python", "bench/ml1m.py", *(sys.argv[1:] if argv is None else argv)])
 
     args.results.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import free_port, redis_server_binary, service_env, wait_until  # noqa: E402
+from conftest import RedisProcess, free_port, service_env, wait_until  # noqa: E402
 
 NUM_USERS, NUM_ITEMS, D = 6040, 3416, 50
 HISTORY_LENGTHS = (20, 200)  # events per user, uniform (ML-1M: 165 ratings per user on average)
@@ -239,31 +239,12 @@ def export_bundle_ml1m_size(out_dir: Path) -> Path:
 
 @contextmanager
 def redis_server(directory: Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir",
-         str(directory), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    import redis
-
-    client = redis.Redis(port=port)
+    server = RedisProcess(free_port(), directory)
+    server.start()
     try:
-        wait_until(lambda: _pings(client), 10, "redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
-
-
-def _pings(client) -> bool:
-    import redis
-
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+        server.stop()
 
 
 @contextmanager

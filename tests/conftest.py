@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -56,7 +57,9 @@ class RedisProcess:
 
     port: int
     directory: Path
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
+    persistence: ClassVar[tuple[str, ...]] = ("--appendonly", "no")
 
     @property
     def url(self) -> str:
@@ -70,16 +73,13 @@ class RedisProcess:
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory),
                 "--save", "",
-                "--appendonly", "no",
+                *self.persistence,
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        try:
-            wait_until(lambda: _pings(client), 10, "redis-server did not start")
-        finally:
-            client.close()
+        wait_until(lambda: pings(self.port), 10, f"redis-server on {self.port} did not start")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -88,11 +88,26 @@ class RedisProcess:
             self.process = None
 
 
-def _pings(client: redis.Redis) -> bool:
+def pings(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
     try:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test: the machine is shared, and one thread is also faster
+    for tiny networks."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,15 @@ from pathlib import Path
 import httpx
 import redis
 
-from conftest import REPO, free_port, redis_server_binary, service_env, stop_service, wait_until
+from conftest import (
+    REPO,
+    RedisProcess,
+    free_port,
+    redis_server_binary,
+    service_env,
+    stop_service,
+    wait_until,
+)
 from service.event_log import read_event_log
 
 LoggedRow = tuple[str, str, float]  # (user_id, item_id, timestamp), as the event log reads back
@@ -31,52 +39,11 @@ def redis_cli_binary() -> str:
     return shutil.which("redis-cli") or str(Path(redis_server_binary()).with_name("redis-cli"))
 
 
-def _pings(port: int) -> bool:
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-    finally:
-        client.close()
-
-
-@dataclass
-class DurableRedis:
+class DurableRedis(RedisProcess):
     """redis-server with the append-only file fsynced on every write: a crash (SIGKILL) loses
     nothing that Redis acknowledged, so counts across a restart are exact."""
 
-    port: int
-    directory: Path
-    extra_args: tuple[str, ...] = ()
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _pings(self.port), 10, f"redis-server on {self.port} did not start")
+    persistence = ("--appendonly", "yes", "--appendfsync", "always")
 
     def crash(self) -> None:
         """SIGKILL: no shutdown work, only what the append-only file already holds survives."""

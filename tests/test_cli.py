@@ -16,12 +16,7 @@ from training.synthetic import generate_log, write_log_csv
 SMALL = ["--d", "8", "--block-channels", "8,16", "--fc-dim", "16", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; one thread is also faster for tiny nets
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,7 @@ from training.scoring import torch_scorer
 SMALL = {"d": 8, "block_channels": [8, 16], "fc_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -25,12 +25,7 @@ SMALL = {"d": 8, "block_channels": (8, 16), "fc_dim": 16}
 EPOCHS, EVAL_EVERY = 4, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

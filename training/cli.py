@@ -18,6 +18,7 @@ from training.readers import FORMATS, DataFormatError
 
 if TYPE_CHECKING:  # imported where used: `cosrec split` needs no torch
     from training.dataset import Sequences, Split
+    from training.fit import TrainConfig
     from training.pipeline import Splits
 
 USAGE_ERROR = 2
@@ -115,6 +116,21 @@ def load_splits_from_args(args: argparse.Namespace) -> Splits:
     if args.format != "redis" and not Path(args.data).exists():
         raise UsageError(f"--data {args.data}: no such file or directory")
     return load_splits(args.data, args.format, args.min_item_count, args.min_user_count)
+
+
+def train_config_from_args(args: argparse.Namespace, **settings: Any) -> TrainConfig:
+    """The TrainConfig of the options train, compare and bench/ml1m.py share, plus `settings`."""
+    from training.fit import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        bf16=args.bf16,
+        generic_user_rate=args.generic_user_rate,
+        progress=not args.no_progress,
+        **settings,
+    )
 
 
 def check_device(device: str) -> None:
@@ -217,26 +233,20 @@ def train_main(argv: list[str]) -> int:
     def body() -> int:
         from training.checkpoint import save_checkpoint
         from training.export import check_replaceable, export_bundle
-        from training.fit import TrainConfig
         from training.pipeline import plot_history, run_pipeline
 
         args = parser.parse_args(argv)
         check_device(args.device)
         check_replaceable(args.out)  # before training, not after
         splits = load_splits_from_args(args)
-        config = TrainConfig(
-            epochs=args.epochs,
+        config = train_config_from_args(
+            args,
             batch_size=args.batch_size,
             lr=args.lr,
             weight_decay=args.l2,
             negatives=args.negatives,
             L=args.L,
             T=args.T,
-            seed=args.seed,
-            device=args.device,
-            bf16=args.bf16,
-            generic_user_rate=args.generic_user_rate,
-            progress=not args.no_progress,
         )
         result = run_pipeline(
             splits,

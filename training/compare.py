@@ -31,6 +31,7 @@ from training.cli import (
     log_line,
     positive_int,
     run_command,
+    train_config_from_args,
 )
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
@@ -209,7 +210,6 @@ def compare_main(argv: list[str]) -> int:
     def body() -> int:
         from model import MODELS
         from training.checkpoint import save_checkpoint
-        from training.fit import TrainConfig
         from training.plots import plot_training_history
 
         args = parser.parse_args(argv)
@@ -217,14 +217,7 @@ def compare_main(argv: list[str]) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out}: not a directory")
         splits = load_splits_from_args(args)
-        config = TrainConfig(
-            epochs=args.epochs,
-            seed=args.seed,
-            device=args.device,
-            bf16=args.bf16,
-            generic_user_rate=args.generic_user_rate,
-            progress=not args.no_progress,
-        )
+        config = train_config_from_args(args)
         command = shlex.join(["cosrec", "compare", *argv])
         machine = machine_description(args.device)
         results: dict[str, dict[str, Any]] = {}
