@@ -68,6 +68,13 @@ def entry(validation: list[float], planned: int, epochs: list[dict]) -> dict:
     return result
 
 
+def replace_runs(previous: dict, fresh: dict) -> dict:
+    """The model's entry with `fresh` figures of the two runs; measures of other runs in it
+    (e.g. `new_users`) stay, a stale `partial` note does not."""
+    replaced = {*fresh, "partial"}
+    return {**fresh, **{key: value for key, value in previous.items() if key not in replaced}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -81,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     validation, planned = validation_maps(args.validation_log)
     epochs = [json.loads(line) for line in args.epochs_file.read_text().splitlines() if line]
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
-    results[args.model] = {
+    fresh = {
         **entry(validation, planned, epochs),
         "machine": args.machine,
         "command": args.command,
         "device": args.device,
     }
+    results[args.model] = replace_runs(results.get(args.model, {}), fresh)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
     chosen = results[args.model]
     print(

@@ -152,3 +152,6 @@ def test_merge_test_run_selects_by_validation_and_marks_a_short_run(tmp_path):
     assert (result["paper_protocol"]["map"], result["paper_epoch"]) == (0.17, 3)
     assert "3 of 4" in result["partial"]
     assert merge.entry(validation, planned, epochs[:1])["validation_selected"] is None
+    complete = merge.entry(validation, 3, epochs)
+    previous = {**result, "new_users": {"map": 0.2}}
+    assert merge.replace_runs(previous, complete) == {**complete, "new_users": {"map": 0.2}}
