@@ -307,8 +307,8 @@ def inference_check(bundle: Path, device: str, rows: int = 256) -> dict:
         return round(float(np.median(times)) * 1000, 3)
 
     latency = {str(batch): median_ms(batch) for batch in (1, 8, 32, 64)}
-    # Back to back, the ~7 MB of weights stay in cache; a lone request at low load finds them
-    # evicted and reads them from memory: this is the batch-1 cost a c=1 request pays.
+    # Back to back, the ~6 MB of weights a call reads stay in cache; a lone request at low load
+    # finds them evicted and reads them from memory: the batch-1 cost a c=1 request pays.
     after_pause = median_ms(1, pause_s=0.002)
     print(f"onnxruntime on {tested.session.get_providers()[0]}: max |score - cpu score| "
           f"{difference:.2e}; median ms per call by batch size {latency}; batch 1 after a 2 ms "
