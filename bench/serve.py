@@ -411,10 +411,11 @@ def measure(port: int, workers: int, args) -> list[dict]:
             for name, result in point.items():
                 runs.setdefault(name, []).append(result)
                 ratios.setdefault(name, []).append(result["rps"] / point["floor"]["rps"])
+        floor_rps = float(np.median([r["rps"] for r in runs["floor"]]))
         for name, results in runs.items():
             result = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
             row = {"route": name, "workers": workers, "concurrency": concurrency, **result}
-            row["floor_rps"] = float(np.median([r["rps"] for r in runs["floor"]]))
+            row["floor_rps"] = floor_rps
             row["ratio_to_floor"] = round(float(np.median(ratios[name])), 3)
             row["rps_runs"] = [r["rps"] for r in results]
             row["ratio_runs"] = [round(x, 3) for x in ratios[name]]
