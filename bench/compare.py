@@ -27,7 +27,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from a checkout
 
-from training.compare import DISPLAY_NAMES, METRIC_LABELS, PAPER_ORDER, compare_main  # noqa: E402
+from cosrec.commands.compare import compare_main  # noqa: E402
+from training.compare import DISPLAY_NAMES, METRIC_LABELS, PAPER_ORDER  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ml-1m" / "split"

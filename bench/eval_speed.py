@@ -39,11 +39,11 @@ def main() -> int:
     split = read_split(args.data)
     model = build_model("cosrec", split.train.num_users, split.train.num_items)
     scorer = torch_scorer(model, "cpu")
-    evaluate(scorer, split, 5)  # warm-up
+    evaluate(scorer, split)  # warm-up
     seconds = []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        metrics = evaluate(scorer, split, 5)
+        metrics = evaluate(scorer, split)
         seconds.append(time.perf_counter() - started)
     result = {
         "what": "training.evaluation.evaluate over every ML-1M user, default CosRec scoring",

@@ -27,11 +27,12 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from training.cli import train_config_from_args  # noqa: E402
-from training.compare import machine_description  # noqa: E402
+from cosrec.machine import describe_device  # noqa: E402
+from training.compare import train_and_measure  # noqa: E402
 from training.fit import TrainConfig  # noqa: E402
 from training.new_users import new_user_experiment, users_subset  # noqa: E402
-from training.pipeline import METRIC_KEYS, Splits, load_splits, run_pipeline  # noqa: E402
+from training.pipeline import METRIC_KEYS  # noqa: E402
+from training.split import Splits, load_splits  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ml-1m" / "split"
 MODELS = ("cosrec", "cosrec-base")
@@ -47,17 +48,6 @@ def first_users(splits: Splits, count: int) -> Splits:
     """The first `count` users of both splits (a quick run; the item vocabulary stays)."""
     keep = np.arange(min(count, splits.test.train.num_users))
     return Splits(users_subset(splits.validation, keep), users_subset(splits.test, keep))
-
-
-def run_model(name: str, splits: Splits, config: TrainConfig, eval_every: int) -> dict[str, Any]:
-    result = run_pipeline(splits, name, {}, config, eval_every=eval_every, log=print)
-    return {
-        **result.figures(),
-        **result.timings(),
-        "selected_epoch": result.selected_epoch,
-        "paper_epoch": result.paper_epoch,
-        "history": result.history(),
-    }
 
 
 def new_user_runs(splits: Splits, config: TrainConfig) -> list[dict[str, Any]]:
@@ -161,13 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits(args.data)
     if args.max_users:
         splits = first_users(splits, args.max_users)
-    config = train_config_from_args(args)
+    config = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        bf16=args.bf16,
+        generic_user_rate=args.generic_user_rate,
+        progress=not args.no_progress,
+    )
     command = shlex.join(["python", "bench/ml1m.py", *(sys.argv[1:] if argv is None else argv)])
 
     args.results.mkdir(parents=True, exist_ok=True)
     json_path = args.results / "ml1m.json"
     results = json.loads(json_path.read_text()) if json_path.exists() else {}
-    machine = machine_description(args.device)
+    machine = describe_device(args.device)
     if args.new_users_only:
         entry = results.setdefault("cosrec", {})
         entry["new_users"] = [
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name in args.models:
         started = time.perf_counter()
-        entry = run_model(name, splits, config, args.eval_every)
+        _, entry = train_and_measure(splits, name, config, args.eval_every, print)
         entry.update(
             machine=machine,
             command=command,

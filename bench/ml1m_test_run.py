@@ -50,7 +50,7 @@ def main() -> int:
 
     def on_epoch_end(stats: EpochStats) -> None:
         eval_started = time.perf_counter()
-        metrics = evaluate(scorer, split, config.L)
+        metrics = evaluate(scorer, split)
         record = {
             "epoch": stats.epoch,
             "loss": stats.loss,

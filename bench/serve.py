@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +34,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import RedisProcess, free_port, service_env, wait_until  # noqa: E402
+from cosrec.machine import describe_cpu  # noqa: E402
+from cosrec.processes import RedisProcess, ServiceProcess, free_port  # noqa: E402
 
 NUM_USERS, NUM_ITEMS, D = 6040, 3416, 50
 HISTORY_LENGTHS = (20, 200)  # events per user, uniform (ML-1M: 165 ratings per user on average)
@@ -218,8 +217,9 @@ def history_requests(seed: int) -> tuple[Callable[[], bytes | None], int]:
 def export_bundle_ml1m_size(out_dir: Path) -> Path:
     import torch
 
+    from contract.ids import Vocabulary
     from model import build_model
-    from training.dataset import Sequences, Vocabulary
+    from training.dataset import Sequences
     from training.export import export_bundle
 
     torch.set_num_threads(1)
@@ -239,8 +239,7 @@ def export_bundle_ml1m_size(out_dir: Path) -> Path:
 
 @contextmanager
 def redis_server(directory: Path) -> Iterator[str]:
-    server = RedisProcess(free_port(), directory)
-    server.start()
+    server = RedisProcess(free_port(), directory).start()
     try:
         yield server.url
     finally:
@@ -249,46 +248,30 @@ def redis_server(directory: Path) -> Iterator[str]:
 
 @contextmanager
 def service(bundle: Path, redis_url: str, workers: int, device: str) -> Iterator[int]:
-    import httpx
-
-    port = free_port()
-    env = service_env(bundle, redis_url, bench_floor="1", reload_poll_s="0", device=device)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cosrec", "serve", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning"],
-        env=env,
-        cwd=REPO,
-    )  # fmt: skip
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    running = ServiceProcess.start(
+        bundle,
+        redis_url,
+        workers=workers,
+        ready_route="/readyz",
+        bench_floor="1",
+        reload_poll_s="0",
+        device=device,
+    )
     try:
-        wait_until(ready, 60, "the service did not become ready")
         time.sleep(0.5 * workers)  # let every worker finish starting
-        yield port
+        yield running.port
     finally:
-        process.terminate()
-        process.wait(30)
+        running.stop()
 
 
 def machine() -> str:
-    cpu = "unknown cpu"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    load = os.getloadavg()[0]
-    return f"{platform.node()}: {os.cpu_count()} vCPU {cpu}, load average {load:.1f} at start"
+    return f"{platform.node()}: {describe_cpu()}, load average {os.getloadavg()[0]:.1f} at start"
 
 
 def inference_check(bundle: Path, device: str, rows: int = 256) -> dict:
     """onnxruntime alone: scores of `device` against the CPU's (parity) and the median time of
-    one call per batch size, as the service runs it (service.bundle.load_bundle)."""
-    from service.bundle import load_bundle
+    one call per batch size, as the service runs it (contract.bundle.load_bundle)."""
+    from contract.bundle import load_bundle
 
     rng = np.random.default_rng(5)
     items = rng.integers(0, NUM_ITEMS + 1, size=(rows, 5), dtype=np.int64)

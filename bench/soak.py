@@ -31,12 +31,10 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 from serve import http_post  # noqa: E402  (bench/serve.py, beside this script)
 
-from conftest import free_port  # noqa: E402
-from faults import DurableRedis, start_logged_service, tree_rss_mb  # noqa: E402
+from cosrec.processes import DurableRedis, ServiceProcess, free_port, tree_rss_mb  # noqa: E402
 
 MAX_RSS_GROWTH = 0.10
 
@@ -173,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         redis_server.start()
         service = None
         try:
-            service = start_logged_service(
+            service = ServiceProcess.start(
                 bundle,
                 redis_server.url,
-                work / "service.log",
+                log_path=work / "service.log",
+                ready_route="/readyz",
                 workers=args.workers,
                 reload_poll_s="0",
             )

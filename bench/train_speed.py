@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from cosrec.machine import describe_cpu  # noqa: E402
 from model import build_model  # noqa: E402
-from training.compare import cpu_name  # noqa: E402
 from training.fit import TrainConfig, make_optimizer, set_seed, train_step  # noqa: E402
 from training.instances import training_instances  # noqa: E402
 from training.readers import read_caser  # noqa: E402
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "what": f"one training epoch of {args.model} on ML-1M, extrapolated from timed "
         f"batches of {config.batch_size} (after {args.warmup} warm-up batches per setting)",
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads, "
+        "machine": f"{describe_cpu()}, {args.threads} torch threads, "
         f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
         + (f", GPU {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
         "device": args.device,

@@ -1,7 +1,7 @@
-"""The `cosrec` command: a thin dispatcher to the subcommands.
+"""The `cosrec` command: a thin dispatcher to the subcommands in `cosrec.commands`.
 
 Each subcommand's module is imported only when it runs, so `cosrec serve` works in the
-serving image, where torch is not installed.
+serving image, where torch, `model/` and `training/` are not installed.
 """
 
 from __future__ import annotations
@@ -9,22 +9,22 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (module, function, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "split": ("training.cli", "split_main", "split an interaction log into the paper's splits"),
-    "train": ("training.cli", "train_main", "train, evaluate and export a bundle"),
-    "evaluate": ("training.cli", "evaluate_main", "score a checkpoint or bundle on a split"),
-    "export": ("training.cli", "export_main", "export a checkpoint as a serving bundle"),
-    "compare": ("training.compare", "compare_main", "train and evaluate models side by side"),
-    "plot": ("training.plots", "plot_main", "draw a model's filters or a training history"),
-    "serve": ("service.cli", "serve_main", "run the recommendation service"),
-    "demo": ("cosrec.demo", "demo_main", "train on generated data and serve it, end to end"),
+# subcommand -> one-line help; the code is cosrec.commands.<name>.<name>_main
+SUBCOMMANDS: dict[str, str] = {
+    "split": "split an interaction log into the paper's splits",
+    "train": "train, evaluate and export a bundle",
+    "evaluate": "score a checkpoint or bundle on a split",
+    "export": "export a checkpoint as a serving bundle",
+    "compare": "train and evaluate models side by side",
+    "plot": "draw a model's filters or a training history",
+    "serve": "run the recommendation service",
+    "demo": "train on generated data and serve it, end to end",
 }
 
 
 def usage() -> str:
     lines = ["usage: cosrec <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<10} {help_}" for name, help_ in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -37,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"cosrec: unknown command {name!r} (try: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
         return 2
-    module_name, function_name, _ = SUBCOMMANDS[name]
-    function = getattr(importlib.import_module(module_name), function_name)
-    return int(function(rest) or 0)
+    module = importlib.import_module(f"cosrec.commands.{name}")
+    return int(getattr(module, f"{name}_main")(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
+from model.base import SequentialRecommender
 from model.bpr import BPR
 from model.caser import Caser
 from model.cosrec import CosRec
@@ -15,12 +14,14 @@ from model.fpmc import FPMC
 from model.gru4rec import GRU4Rec
 from model.poprec import PopRec
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, type[SequentialRecommender]] = {
     model.name: model for model in (CosRec, CosRecBase, PopRec, BPR, FMC, FPMC, GRU4Rec, Caser)
 }
 
 
-def build_model(name: str, num_users: int, num_items: int, **hyperparameters: Any) -> nn.Module:
+def build_model(
+    name: str, num_users: int, num_items: int, **hyperparameters: Any
+) -> SequentialRecommender:
     """A fresh network; ``build_model(m.name, U, I, **m.hyperparameters())`` rebuilds ``m``."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r} (choose from: {', '.join(MODELS)})")
@@ -37,5 +38,6 @@ __all__ = [
     "CosRecBase",
     "GRU4Rec",
     "PopRec",
+    "SequentialRecommender",
     "build_model",
 ]

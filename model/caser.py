@@ -3,21 +3,26 @@ matrix of the last L item embeddings, as in the reference graytowne/caser_pytorc
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from model.base import SequentialRecommender
 from model.embedding_init import normal_init
 from model.output import ItemOutput
 
 
-class Caser(nn.Module):
+class Caser(SequentialRecommender):
     """The published defaults: 4 vertical (L x 1) filters, 16 horizontal (h x d) filters for
     each height h = 1..L with ReLU and max-pooling over time, dropout 0.5, a ReLU fully
     connected layer to d, and the user embedding concatenated before the output layer."""
 
-    name: ClassVar[str] = "caser"
+    name = "caser"
+    hyperparameter_names = ("L", "d", "vertical_filters", "horizontal_filters", "dropout")
+    d: int
+    vertical_filters: int
+    horizontal_filters: int
+    dropout: float
 
     def __init__(
         self,
@@ -29,12 +34,17 @@ class Caser(nn.Module):
         horizontal_filters: int = 16,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__()
         if vertical_filters < 1 or horizontal_filters < 1:
             raise ValueError("Caser needs at least one vertical and one horizontal filter")
-        self.num_users, self.num_items, self.L, self.d = num_users, num_items, L, d
-        self.vertical_filters, self.horizontal_filters = vertical_filters, horizontal_filters
-        self.dropout_rate = dropout
+        super().__init__(
+            num_users,
+            num_items,
+            L=L,
+            d=d,
+            vertical_filters=vertical_filters,
+            horizontal_filters=horizontal_filters,
+            dropout=dropout,
+        )
         self.item_embeddings = nn.Embedding(num_items + 1, d)
         self.user_embeddings = nn.Embedding(num_users + 1, d)
         normal_init(self.item_embeddings, self.user_embeddings)
@@ -42,18 +52,8 @@ class Caser(nn.Module):
         self.horizontal = nn.ModuleList(
             nn.Conv2d(1, horizontal_filters, (height, d)) for height in range(1, L + 1)
         )
-        self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(vertical_filters * d + horizontal_filters * L, d)
         self.output = ItemOutput(num_items, 2 * d)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "L": self.L,
-            "d": self.d,
-            "vertical_filters": self.vertical_filters,
-            "horizontal_filters": self.horizontal_filters,
-            "dropout": self.dropout_rate,
-        }
 
     def sequence_features(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """items [B, L], users [B] -> [B, 2d]."""
@@ -64,12 +64,6 @@ class Caser(nn.Module):
             torch.relu(conv(embeddings).squeeze(3)).amax(dim=2)  # max over positions: [B, n_h]
             for conv in self.horizontal
         ]
-        hidden = self.dropout(torch.cat([vertical, *horizontal], dim=1))
+        hidden = F.dropout(torch.cat([vertical, *horizontal], dim=1), self.dropout, self.training)
         z = torch.relu(self.fc(hidden))
         return torch.cat([z, self.user_embeddings(users)], dim=1)
-
-    def forward(
-        self, items: torch.Tensor, users: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Scores of ``targets`` [B, K], or of every item index [B, num_items + 1] if None."""
-        return self.output(self.sequence_features(items, users), targets)

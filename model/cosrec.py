@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from model.base import SequentialRecommender
 from model.embedding_init import normal_init
 from model.grid import WinogradF3x3, batch_norm_cells_first, conv_cells_first
 from model.output import ItemOutput
@@ -38,14 +39,20 @@ class ConvBlock(nn.Module):
         return torch.relu(batch_norm_cells_first(x, self.bn2))
 
 
-class CosRec(nn.Module):
+class CosRec(SequentialRecommender):
     """The paper's network (Table 1) with the reference implementation's defaults.
 
     ``first_kernel=L`` makes the first convolution span the whole L x L grid, so each of its
     filters is one weight per item pair (the paper's Figure 3); the default 1 is Table 1.
     """
 
-    name: ClassVar[str] = "cosrec"
+    name = "cosrec"
+    hyperparameter_names = ("L", "d", "block_channels", "fc_dim", "dropout", "first_kernel")
+    d: int
+    block_channels: list[int]
+    fc_dim: int
+    dropout: float
+    first_kernel: int
 
     def __init__(
         self,
@@ -58,14 +65,20 @@ class CosRec(nn.Module):
         dropout: float = 0.5,
         first_kernel: int = 1,
     ) -> None:
-        super().__init__()
         if not 1 <= first_kernel <= L:
             raise ValueError(f"first_kernel must be in 1..L={L}, got {first_kernel}")
         if not block_channels:
             raise ValueError("block_channels needs at least one block")
-        self.num_users, self.num_items = num_users, num_items
-        self.L, self.d, self.fc_dim, self.dropout_rate = L, d, fc_dim, dropout
-        self.block_channels, self.first_kernel = [int(c) for c in block_channels], first_kernel
+        super().__init__(
+            num_users,
+            num_items,
+            L=L,
+            d=d,
+            block_channels=[int(c) for c in block_channels],
+            fc_dim=fc_dim,
+            dropout=dropout,
+            first_kernel=first_kernel,
+        )
         # True computes the same function with less work: the first 1x1 convolution as two
         # per-item projections instead of over the L x L x 2d tensor, every layer as matrix
         # products on cells-first grids, the 3x3 convolution of a 5x5 grid by Winograd's
@@ -88,18 +101,7 @@ class CosRec(nn.Module):
             channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         self.fc = nn.Linear(channels, fc_dim)
-        self.dropout = nn.Dropout(dropout)
         self.output = ItemOutput(num_items, fc_dim + d)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "L": self.L,
-            "d": self.d,
-            "block_channels": list(self.block_channels),
-            "fc_dim": self.fc_dim,
-            "dropout": self.dropout_rate,
-            "first_kernel": self.first_kernel,
-        }
 
     def sequence_features(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """items [B, L], users [B] -> [B, fc_dim + d]: the vector every item is scored against."""
@@ -117,11 +119,5 @@ class CosRec(nn.Module):
             for block in self.blocks:
                 x = block(x)
             pooled = x.mean(dim=(2, 3))
-        x = self.dropout(torch.tanh(self.fc(pooled)))
+        x = F.dropout(torch.tanh(self.fc(pooled)), self.dropout, self.training)
         return torch.cat([x, self.user_embeddings(users)], dim=1)
-
-    def forward(
-        self, items: torch.Tensor, users: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Scores of ``targets`` [B, K], or of every item index [B, num_items + 1] if None."""
-        return self.output(self.sequence_features(items, users), targets)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from model.base import SequentialRecommender
 from model.embedding_init import normal_init
 from model.output import ItemOutput
 from model.pairwise import pairwise_linear, pairwise_tensor
 
 
-class CosRecBase(nn.Module):
+class CosRecBase(SequentialRecommender):
     """[e_i ; e_j] -> Linear 2d->h -> ReLU -> Linear h->h -> ReLU -> dropout, summed over (i, j)."""
 
-    name: ClassVar[str] = "cosrec-base"
+    name = "cosrec-base"
+    hyperparameter_names = ("L", "d", "hidden_dim", "dropout")
+    d: int
+    hidden_dim: int
+    dropout: float
 
     def __init__(
         self,
@@ -26,9 +30,7 @@ class CosRecBase(nn.Module):
         hidden_dim: int = 100,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__()
-        self.num_users, self.num_items = num_users, num_items
-        self.L, self.d, self.hidden_dim, self.dropout_rate = L, d, hidden_dim, dropout
+        super().__init__(num_users, num_items, L=L, d=d, hidden_dim=hidden_dim, dropout=dropout)
         # First Linear as two per-item projections (see model.pairwise.pairwise_linear).
         self.fast = True
 
@@ -37,16 +39,7 @@ class CosRecBase(nn.Module):
         normal_init(self.item_embeddings, self.user_embeddings)
         self.pair_fc1 = nn.Linear(2 * d, hidden_dim)
         self.pair_fc2 = nn.Linear(hidden_dim, hidden_dim)
-        self.dropout = nn.Dropout(dropout)
         self.output = ItemOutput(num_items, hidden_dim + d)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "L": self.L,
-            "d": self.d,
-            "hidden_dim": self.hidden_dim,
-            "dropout": self.dropout_rate,
-        }
 
     def sequence_features(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """items [B, L], users [B] -> [B, hidden_dim + d]."""
@@ -55,11 +48,6 @@ class CosRecBase(nn.Module):
             hidden = pairwise_linear(embeddings, self.pair_fc1.weight, self.pair_fc1.bias)
         else:
             hidden = self.pair_fc1(pairwise_tensor(embeddings).permute(0, 2, 3, 1))
-        hidden = self.dropout(torch.relu(self.pair_fc2(torch.relu(hidden))))  # [B, L, L, h]
+        hidden = torch.relu(self.pair_fc2(torch.relu(hidden)))  # [B, L, L, h]
+        hidden = F.dropout(hidden, self.dropout, self.training)
         return torch.cat([hidden.sum(dim=(1, 2)), self.user_embeddings(users)], dim=1)
-
-    def forward(
-        self, items: torch.Tensor, users: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Scores of ``targets`` [B, K], or of every item index [B, num_items + 1] if None."""
-        return self.output(self.sequence_features(items, users), targets)

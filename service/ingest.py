@@ -9,8 +9,8 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
+from contract.bundle import Bundle
 from service.batching import GreedyBatcher
-from service.bundle import Bundle
 from service.metrics import Metrics
 from service.store import Event, RedisStore, UserEvents
 
@@ -54,7 +54,7 @@ class EventWriter:
     async def write(self, events: Sequence[IncomingEvent]) -> WriteCounts:
         """Store the events; raises RedisError or OSError when Redis did not confirm them all
         (then some may be stored: a retry with the same event ids completes the request)."""
-        known_items = self._current_bundle().item_index
+        known_items = self._current_bundle().items.utf8_positions
         now = time.time()
         by_user: dict[str, list[Event]] = {}
         for event in events:

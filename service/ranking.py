@@ -13,6 +13,8 @@ from itertools import repeat
 
 import numpy as np
 
+from contract.ids import UNKNOWN_INDEX, score_column
+
 
 @dataclass(frozen=True)
 class Exclusions:
@@ -32,15 +34,17 @@ class RankedRows:
 
 
 def exclusions(item_index: Mapping[bytes, int], ids_per_row: Sequence[list[bytes]]) -> Exclusions:
-    """The score cells of each row's item ids that the model knows (index i -> column i - 1).
+    """The score cells of each row's item ids that the model knows.
 
     One pass over all ids of the batch: each id costs one dict lookup, nothing per row.
     """
     ids = [item for row in ids_per_row for item in row]
-    index = np.fromiter(map(item_index.get, ids, repeat(0)), dtype=np.intp, count=len(ids))
+    index = np.fromiter(
+        map(item_index.get, ids, repeat(UNKNOWN_INDEX)), dtype=np.intp, count=len(ids)
+    )
     rows = np.repeat(np.arange(len(ids_per_row)), [len(row) for row in ids_per_row])
-    known = index > 0
-    return Exclusions(rows[known], index[known] - 1)
+    known = index != UNKNOWN_INDEX
+    return Exclusions(rows[known], score_column(index[known]))
 
 
 def top_n_rows(scores: np.ndarray, n: np.ndarray, excluded: Exclusions) -> RankedRows:

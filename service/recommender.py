@@ -8,12 +8,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
 
 import numpy as np
 from redis.exceptions import RedisError
 
-from service.bundle import Bundle
+from contract.bundle import Bundle
+from contract.ids import GENERIC_USER_INDEX, input_rows
 from service.metrics import Metrics
 from service.ranking import Exclusions, RankedRows, exclusions, top_n_rows
 from service.store import History, RedisStore
@@ -50,10 +50,11 @@ class Recommendation:
 def popularity_ranking(bundle: Bundle, n: int, excluded: set[str]) -> tuple[list[str], list[float]]:
     items: list[str] = []
     scores: list[float] = []
-    for item, count in zip(bundle.popular_items, bundle.popular_scores, strict=True):
+    popularity = bundle.manifest.popularity
+    for item, count in zip(popularity.items, popularity.counts, strict=True):
         if item not in excluded:
             items.append(item)
-            scores.append(count)
+            scores.append(float(count))
             if len(items) == n:
                 break
     return items, scores
@@ -101,31 +102,32 @@ class Recommender:
         return Recommendation(items, scores, source, bundle.model_version)
 
     async def _score(
-        self, bundle: Bundle, jobs: list[RecommendJob], histories: list[History]
+        self, bundle: Bundle, jobs: list[RecommendJob], histories_read: list[History]
     ) -> list[Recommendation]:
-        L = bundle.sequence_length
-        index = bundle.item_index
+        vocabulary = bundle.items
+        histories = [vocabulary.lookup_utf8(history.recent_items) for history in histories_read]
+        all_items = input_rows(histories, bundle.sequence_length)
+        all_users = np.fromiter(
+            (bundle.users.get(job.user_id, GENERIC_USER_INDEX) for job in jobs),
+            dtype=np.int64,
+            count=len(jobs),
+        )
         results: list[Recommendation | None] = [None] * len(jobs)
         rows: list[int] = []
-        items = np.zeros((len(jobs), L), dtype=np.int64)
-        users = np.zeros(len(jobs), dtype=np.int64)
-        for position, (job, history) in enumerate(zip(jobs, histories, strict=True)):
-            known = [i for i in map(index.get, history.recent_items, repeat(0)) if i]
-            user = bundle.user_index.get(job.user_id, 0)
-            if not known and user == 0:
+        for position, job in enumerate(jobs):
+            if all_users[position] == GENERIC_USER_INDEX and not all_items[position].any():
                 self._metrics.popularity.labels("no_history").inc()
                 results[position] = self._popular(bundle, job, SOURCE_POPULARITY)
-                continue
-            row = len(rows)
-            tail = known[-L:]
-            items[row, L - len(tail) :] = tail
-            users[row] = user
-            rows.append(position)
+            else:
+                rows.append(position)
         if not rows:
             return results  # type: ignore[return-value]  # every job went to popularity
-        excluded = exclusions(index, [_excluded_ids(jobs[p], histories[p]) for p in rows])
+        items, users = all_items[rows], all_users[rows]
+        excluded = exclusions(
+            vocabulary.utf8_positions, [_excluded_ids(jobs[p], histories_read[p]) for p in rows]
+        )
         n = np.fromiter((jobs[p].n for p in rows), dtype=np.intp, count=len(rows))
-        work = partial(_score_and_rank, bundle, items[: len(rows)], users[: len(rows)], n, excluded)
+        work = partial(_score_and_rank, bundle, items, users, n, excluded)
         if len(rows) >= OFFLOAD_MIN_ROWS:
             # onnxruntime and numpy release the GIL: HTTP keeps flowing on the event loop
             loop = asyncio.get_running_loop()
@@ -134,7 +136,7 @@ class Recommender:
             ranked, inference_s = work()
         self._metrics.inference_seconds.observe(inference_s)
         self._metrics.batch_size.observe(len(rows))
-        item_ids = bundle.item_ids
+        item_ids = bundle.manifest.items
         columns, scores = ranked.columns.tolist(), ranked.scores.tolist()
         for row, (position, count) in enumerate(zip(rows, ranked.counts.tolist(), strict=True)):
             results[position] = Recommendation(

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle
+from contract.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle
 from service.metrics import Metrics
 
 log = logging.getLogger("cosrec.service")

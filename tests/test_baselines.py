@@ -43,7 +43,7 @@ def _trained(name: str, data: Sequences) -> torch.nn.Module:
     if getattr(model, "trainable", True):
         fit(model, data, TrainConfig(epochs=2, lr=1e-2, L=L, progress=False))
     else:
-        model.fit_counts(data.sequences)
+        model.fit_counts(data.item_counts())
     return model.eval()
 
 
@@ -113,11 +113,11 @@ def test_fmc_beats_popularity_on_generated_sequences():
     split = chronological_split(generate_log(num_users=200, num_items=100, seed=5))
     torch.manual_seed(0)
     popular = build_model("poprec", split.train.num_users, split.train.num_items)
-    popular.fit_counts(split.train.sequences)
+    popular.fit_counts(split.train.item_counts())
     fmc = build_model("fmc", split.train.num_users, split.train.num_items, d=16)
     fit(fmc, split.train, TrainConfig(epochs=10, lr=1e-2, progress=False))
-    popular_map = evaluate(torch_scorer(popular), split, L)["map"]
-    fmc_map = evaluate(torch_scorer(fmc), split, L)["map"]
+    popular_map = evaluate(torch_scorer(popular), split)["map"]
+    fmc_map = evaluate(torch_scorer(fmc), split)["map"]
     assert fmc_map > 1.2 * popular_map, (fmc_map, popular_map)
 
 

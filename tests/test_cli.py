@@ -100,8 +100,6 @@ def test_export_rebuilds_the_same_bundle_from_the_checkpoint(trained, tmp_path):
             "export",
             "--checkpoint",
             str(bundle / "checkpoint.pt"),
-            "--data",
-            str(trained["split"]),
             "--out",
             str(out),
         ]
@@ -158,7 +156,7 @@ def _bad_data(tmp_path: Path) -> Path:
         (["split", "--data", "{bad}", "--format", "parquet", "--out", "X"], "--format"),
         (["evaluate", "--split", "{missing}", "--bundle", "B"], "missing"),
         (["evaluate", "--split", "{tmp}", "--checkpoint", "{bad}"], "train"),
-        (["export", "--checkpoint", "{bad}", "--synthetic", "--out", "X"], "bad.txt"),
+        (["export", "--checkpoint", "{bad}", "--out", "X"], "bad.txt"),
         (["evaluate", "--split", "{tmp}"], "--checkpoint"),
         (["train", "--synthetic", "--out", "{bad}"], "not a directory"),
     ],

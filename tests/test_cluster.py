@@ -10,14 +10,14 @@ from collections import Counter
 import httpx
 import pytest
 
+from contract.redis_layout import user_keys
+from cosrec.processes import ServiceProcess
 from faults import (
     MixedLoad,
     RedisClusterProcesses,
     logged_events,
-    start_logged_service,
     stored_rows,
 )
-from service.keys import user_keys
 
 RECOVERY_LIMIT_S = 15.0
 OUTAGE_S = 5.0
@@ -32,10 +32,11 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster_service(cluster, main_bundle, tmp_path_factory):
-    service = start_logged_service(
+    service = ServiceProcess.start(
         main_bundle,
         cluster.url,
-        tmp_path_factory.mktemp("cluster-service") / "service.log",
+        log_path=tmp_path_factory.mktemp("cluster-service") / "service.log",
+        ready_route="/readyz",
         redis_cluster="true",
         reload_poll_s="0",
     )

@@ -60,8 +60,8 @@ def test_markdown_is_table3_shaped_with_the_json_figures(compared):
 
 def test_each_model_is_saved_and_reproduces_its_figures(compared):
     from training.evaluation import evaluate
-    from training.pipeline import splits_of
     from training.scoring import torch_scorer
+    from training.split import splits_of
     from training.synthetic import generate_log
 
     split = splits_of(generate_log()).test
@@ -70,7 +70,7 @@ def test_each_model_is_saved_and_reproduces_its_figures(compared):
         model = load_checkpoint(compared / name / "checkpoint.pt")
         assert model.name == name
         # The kept model is the validation-selected one, so it gives those figures again.
-        figures = evaluate(torch_scorer(model), split, 5)
+        figures = evaluate(torch_scorer(model), split)
         assert figures["map"] == pytest.approx(report["validation_selected"]["map"], abs=1e-6)
     assert (compared / "caser" / "training.png").read_bytes().startswith(b"\x89PNG")
     assert json.loads((compared / "caser" / "metrics.json").read_text())["history"]["test_run"]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.dataset import Sequences, Split, Vocabulary
+from contract.ids import Vocabulary
+from training.dataset import Sequences, Split
 from training.evaluation import evaluate
-from training.instances import last_items
 
 KS = (1, 5, 10)
 
@@ -24,14 +24,14 @@ def make_split(train: list[list[int]], test: list[list[int]], num_items: int) ->
     return Split(train=as_sequences(train), test=as_sequences(test))
 
 
-def table_score_fn(split: Split, table: np.ndarray, L: int):
+def table_score_fn(split: Split, table: np.ndarray):
     """score_fn that returns fixed per-user scores, and checks it is given the right inputs."""
-    expected_inputs = last_items(split.train.sequences, L)
 
-    def score_fn(users: np.ndarray, items: np.ndarray) -> torch.Tensor:
+    def score_fn(users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         assert users.dtype == np.int64
-        assert items.dtype == np.int64
-        np.testing.assert_array_equal(items, expected_inputs[users - 1])
+        assert len(histories) == len(users)
+        for user, history in zip(users, histories, strict=True):
+            np.testing.assert_array_equal(history, split.train.sequences[user - 1])
         return torch.from_numpy(table[users])
 
     return score_fn
@@ -88,7 +88,7 @@ def test_matches_the_loop_on_random_float64_scores() -> None:
     split, rng = random_case(seed=0)
     table = rng.standard_normal((split.train.num_users + 1, split.train.num_items + 1))
     table[:, 0] = 10.0  # padding scored highest: it must still never be recommended
-    result = evaluate(table_score_fn(split, table, L=5), split, L=5, batch_size=64)
+    result = evaluate(table_score_fn(split, table), split, batch_size=64)
     assert result["users"] == sum(len(t) > 0 for t in split.test.sequences)
     assert_close(result, loop_evaluate(split, table))
 
@@ -99,7 +99,7 @@ def test_matches_the_loop_on_float32_scores_with_many_ties() -> None:
     table = rng.integers(-3, 4, size=(split.train.num_users + 1, split.train.num_items + 1))
     table = table.astype(np.float32)
     table[:, 1:4] = [-0.0, 0.0, -np.inf]  # signed zeros tie; -inf still ranks
-    result = evaluate(table_score_fn(split, table, L=3), split, L=3, batch_size=50)
+    result = evaluate(table_score_fn(split, table), split, batch_size=50)
     assert_close(result, loop_evaluate(split, table))
 
 
@@ -107,10 +107,10 @@ def test_bfloat16_scores_take_the_float32_path() -> None:
     split, rng = random_case(seed=2)
     table = torch.from_numpy(rng.standard_normal((split.train.num_users + 1, 61))).bfloat16()
 
-    def score_fn(users: np.ndarray, _items: np.ndarray) -> torch.Tensor:
+    def score_fn(users: np.ndarray, _histories: list[np.ndarray]) -> torch.Tensor:
         return table[torch.from_numpy(users)]
 
-    result = evaluate(score_fn, split, L=5)
+    result = evaluate(score_fn, split)
     assert_close(result, loop_evaluate(split, table.float().numpy()))
 
 
@@ -119,7 +119,7 @@ def test_a_case_worked_by_hand() -> None:
     split = make_split([[1]], [[3, 5, 1, 3]], num_items=5)
     table = np.array([[0, 0, 0, 0, 0, 0], [9.0, 8.0, 0.5, 0.9, 0.1, 0.3]])
     # Ranking without padding and item 1: 3 (0.9), 2 (0.5), 5 (0.3), 4 (0.1).
-    result = evaluate(table_score_fn(split, table, L=2), split, L=2, ks=(1, 2, 10))
+    result = evaluate(table_score_fn(split, table), split, ks=(1, 2, 10))
     targets = 3  # {3, 5, 1}: a set, 1 included
     assert result == pytest.approx(
         {
@@ -139,7 +139,7 @@ def test_a_case_worked_by_hand() -> None:
 def test_rejects_wrong_shapes_and_empty_tests() -> None:
     split = make_split([[1, 2]], [[3]], num_items=4)
     with pytest.raises(ValueError, match="expected"):
-        evaluate(lambda users, _items: torch.zeros(len(users), 4), split, L=2)
+        evaluate(lambda users, _histories: torch.zeros(len(users), 4), split)
     empty = make_split([[1, 2]], [[]], num_items=4)
     with pytest.raises(ValueError, match="no user has test items"):
-        evaluate(lambda users, _items: torch.zeros(len(users), 5), empty, L=2)
+        evaluate(lambda users, _histories: torch.zeros(len(users), 5), empty)

@@ -13,11 +13,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from contract.bundle import load_bundle
+from contract.ids import Vocabulary
 from model import build_model
-from training.bundle_reader import bundle_scorer, read_bundle
-from training.dataset import Sequences, Vocabulary
+from training.dataset import Sequences
 from training.export import export_bundle
 from training.fit import TrainConfig, fit
+from training.scoring import bundle_scorer
 
 NUM_USERS, NUM_ITEMS, L = 30, 40, 5
 SMALL_HYPERPARAMETERS = {
@@ -173,17 +175,18 @@ def test_export_refuses_to_replace_what_is_not_a_bundle(models, data, tmp_path: 
 
 def test_bundle_scorer_maps_another_index_space_by_id(exported):
     """Scoring through the bundle from data whose ids are ordered differently, with a user
-    and an item the bundle has never seen."""
+    and an item the bundle has never seen: the unknown item is skipped, as the service skips
+    it (contract.ids.input_rows), not turned into padding in place."""
     _, data, _, bundle_dir = exported
-    bundle = read_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir)
     users = Vocabulary(("new-user", *reversed(data.users.ids)))
     items = Vocabulary((*reversed(data.items.ids), "new-item"))
     score = bundle_scorer(bundle, users, items)
 
     # data index -> bundle index: user k + 1 <-> NUM_USERS - k + 1 after "new-user" (index 1)
-    history = np.array([[0, 1, 2, 3, NUM_ITEMS + 1]], dtype=np.int64)  # last one unknown
-    scores = score(np.array([1, 2], dtype=np.int64), np.repeat(history, 2, axis=0)).numpy()
-    bundle_history = np.array([[0, NUM_ITEMS, NUM_ITEMS - 1, NUM_ITEMS - 2, 0]] * 2)
+    history = np.array([1, 2, 3, NUM_ITEMS + 1], dtype=np.int64)  # the last one unknown
+    scores = score(np.array([1, 2], dtype=np.int64), [history, history]).numpy()
+    bundle_history = np.array([[0, 0, NUM_ITEMS, NUM_ITEMS - 1, NUM_ITEMS - 2]] * 2)
     (direct,) = bundle.session.run(
         ["scores"], {"items": bundle_history, "users": np.array([0, NUM_USERS], dtype=np.int64)}
     )
@@ -192,11 +195,11 @@ def test_bundle_scorer_maps_another_index_space_by_id(exported):
     np.testing.assert_array_equal(scores[:, 1 : NUM_ITEMS + 1], direct[:, ::-1])
 
 
-def test_read_bundle_refuses_a_tampered_model(exported, tmp_path: Path):
+def test_load_bundle_refuses_a_tampered_model(exported, tmp_path: Path):
     _, _, _, bundle = exported
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
     with (copy / "model.onnx").open("ab") as onnx_file:
         onnx_file.write(b"\0")
     with pytest.raises(ValueError, match="onnx_sha256"):
-        read_bundle(copy)
+        load_bundle(copy)

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
-from faults import DurableRedis, MixedLoad, logged_events, start_logged_service, stored_rows
+from cosrec.processes import DurableRedis, ServiceProcess, free_port
+from faults import MixedLoad, logged_events, stored_rows
 
 OUTAGE_S = 2.5
 RECOVERY_LIMIT_S = 10.0
@@ -30,8 +30,12 @@ def durable_redis(tmp_path: Path):
 
 def test_redis_crash_and_restart_under_load(durable_redis, bundle_dir, tmp_path):
     items = json.loads((bundle_dir / "manifest.json").read_text())["items"]
-    service = start_logged_service(
-        bundle_dir, durable_redis.url, tmp_path / "service.log", reload_poll_s="0"
+    service = ServiceProcess.start(
+        bundle_dir,
+        durable_redis.url,
+        log_path=tmp_path / "service.log",
+        ready_route="/readyz",
+        reload_poll_s="0",
     )
     try:
         with MixedLoad(service.url, items, clients=4) as load:

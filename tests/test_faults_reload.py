@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from faults import MixedLoad, start_logged_service
+from cosrec.processes import ServiceProcess
+from faults import MixedLoad
 
 
 def manifest(bundle: Path) -> dict:
@@ -63,7 +64,13 @@ def test_corrupt_bundles_are_refused_under_load(main_bundle, long_bundle, redis_
         (main_bundle, lambda b: edit_manifest(b, format_version=2), "format_version"),
         (long_bundle, None, "sequence_length 6"),  # a valid bundle, but reading L=6, not 5
     ]
-    service = start_logged_service(bundle, redis_url, tmp_path / "service.log", reload_poll_s="0")
+    service = ServiceProcess.start(
+        bundle,
+        redis_url,
+        log_path=tmp_path / "service.log",
+        ready_route="/readyz",
+        reload_poll_s="0",
+    )
     try:
         with MixedLoad(service.url, manifest(bundle)["items"], clients=4) as load:
             refusals = []
@@ -95,8 +102,13 @@ def test_valid_bundle_swapped_in_under_load_with_two_workers(
     shutil.copytree(main_bundle, bundle)
     old, new = manifest(main_bundle)["model_version"], manifest(other_bundle)["model_version"]
     assert old != new
-    service = start_logged_service(
-        bundle, redis_url, tmp_path / "service.log", workers=2, reload_poll_s="0.2"
+    service = ServiceProcess.start(
+        bundle,
+        redis_url,
+        log_path=tmp_path / "service.log",
+        ready_route="/readyz",
+        workers=2,
+        reload_poll_s="0.2",
     )
     try:
         with MixedLoad(service.url, manifest(bundle)["items"], clients=4) as load:

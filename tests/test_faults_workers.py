@@ -14,18 +14,19 @@ import httpx
 import pytest
 import redis
 
-from conftest import wait_until
-from faults import MixedLoad, kill_process, start_logged_service, stored_rows, worker_pids
-from service.event_log import read_event_log
-from service.keys import user_keys
+from contract.event_log import read_event_log
+from contract.redis_layout import user_keys
+from cosrec.processes import ServiceProcess, wait_until, worker_pids
+from faults import MixedLoad, kill_process, stored_rows
 
 
 @pytest.fixture(scope="module")
 def two_workers(main_bundle, redis_process, tmp_path_factory):
-    service = start_logged_service(
+    service = ServiceProcess.start(
         main_bundle,
         redis_process.url,
-        tmp_path_factory.mktemp("workers") / "service.log",
+        log_path=tmp_path_factory.mktemp("workers") / "service.log",
+        ready_route="/readyz",
         workers=2,
         reload_poll_s="0",
     )

@@ -94,8 +94,9 @@ def test_loss_is_equation_1_and_ignores_padding_targets():
 def test_scorer_scores_all_items_in_eval_mode_and_restores_the_mode(data):
     model = small_model(data).train()
     users = np.arange(1, 11)
-    items = np.random.default_rng(0).integers(0, data.num_items + 1, size=(10, 5))
-    scores = torch_scorer(model, batch_size=3)(users, items)
+    # histories of 5 known items each: the scorer's input rows are the histories themselves
+    items = np.random.default_rng(0).integers(1, data.num_items + 1, size=(10, 5))
+    scores = torch_scorer(model, batch_size=3)(users, list(items))
     assert model.training
     assert scores.shape == (10, data.num_items + 1)
     assert scores.dtype == torch.float32

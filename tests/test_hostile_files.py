@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from conftest import REPO, SMALL_COSREC
+from contract.bundle import BundleError, load_bundle
+from cosrec.commands.export import export_main
 from model import build_model
-from service.bundle import BundleError, load_bundle
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.cli import export_main
 
 UNSAFE_MODULES = {"pickle", "cPickle", "dill", "joblib", "marshal", "shelve", "torch"}
 
@@ -75,9 +75,7 @@ def checkpoint(tmp_path) -> Path:
 
 
 def _export(checkpoint: Path, tmp_path: Path, capsys) -> tuple[int, str]:
-    status = export_main(
-        ["--checkpoint", str(checkpoint), "--synthetic", "--out", str(tmp_path / "out")]
-    )
+    status = export_main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")])
     return status, capsys.readouterr().err
 
 

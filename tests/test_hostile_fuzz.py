@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 
-from faults import start_logged_service
+from cosrec.processes import ServiceProcess
 
 API_KEY = "fuzz-key-" + "Qv7w" * 6
 # Examples per operation and per mode (valid, invalid): 2,000 requests in all. Reload loads the
@@ -22,10 +22,11 @@ EXAMPLES = {"/recommend": 400, "/events": 500, "/admin/reload": 100}
 
 @pytest.fixture(scope="module")
 def fuzzed_service(main_bundle, redis_process, tmp_path_factory):
-    service = start_logged_service(
+    service = ServiceProcess.start(
         main_bundle,
         redis_process.url,
-        tmp_path_factory.mktemp("fuzz") / "service.log",
+        log_path=tmp_path_factory.mktemp("fuzz") / "service.log",
+        ready_route="/readyz",
         api_key=API_KEY,
         reload_poll_s="0",
     )

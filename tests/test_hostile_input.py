@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from conftest import REPO
-from faults import start_logged_service, tree_rss_mb
+from cosrec.processes import ServiceProcess, tree_rss_mb
 
 API_KEY = "k3y-" + "Zq9x" * 8  # long and distinctive, so a grep of the log cannot miss it
 WRONG_KEY = "wr0ng-" + "Pm4t" * 8
@@ -21,10 +21,11 @@ MAX_BODY = 64 * 1024  # small, so that the oversized cases stay cheap
 
 @pytest.fixture(scope="module")
 def keyed_service(main_bundle, redis_process, tmp_path_factory):
-    service = start_logged_service(
+    service = ServiceProcess.start(
         main_bundle,
         redis_process.url,
-        tmp_path_factory.mktemp("hostile") / "service.log",
+        log_path=tmp_path_factory.mktemp("hostile") / "service.log",
+        ready_route="/readyz",
         log_level="debug",
         api_key=API_KEY,
         reload_poll_s="0",
@@ -210,7 +211,7 @@ def test_the_key_is_never_logged_nor_served(keyed_service, http):
 
 def test_the_key_comparison_is_constant_time():
     """Every comparison involving the API key goes through hmac.compare_digest."""
-    tree = ast.parse((REPO / "service" / "app.py").read_text())
+    tree = ast.parse((REPO / "service" / "api" / "deps.py").read_text())
     calls = [
         node
         for node in ast.walk(tree)

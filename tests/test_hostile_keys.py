@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from service.keys import (
+from contract.redis_layout import (
     USER_KEY_KINDS,
     log_key_pattern,
     user_from_log_key,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.instances import last_items, training_instances
+from training.instances import training_instances
 
 
 def reference_windows(sequences, L: int, T: int):
@@ -53,8 +53,3 @@ def test_instance_count_follows_the_reference_formula():
     lengths = [8, 9, 20, 3, 1]
     instances = training_instances([np.arange(1, n + 1) for n in lengths], L=5, T=3)
     assert len(instances) == sum(n - 7 if n >= 8 else 1 for n in lengths)
-
-
-def test_last_items_is_the_prediction_input():
-    window = last_items([np.array([1, 2, 3, 4, 5, 6, 7]), np.array([9]), np.array([])], 5)
-    np.testing.assert_array_equal(window, [[3, 4, 5, 6, 7], [0, 0, 0, 0, 9], [0, 0, 0, 0, 0]])

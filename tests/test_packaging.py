@@ -31,9 +31,9 @@ def test_serving_image_installs_no_torch() -> None:
     assert re.search(r"^ARG EXTRA=serve$", dockerfile, re.MULTILINE)
     for extra in ("serve", "gpu"):
         assert not any(re.match(r"torch\b", dep) for dep in _extras()[extra]), extra
-    # Only the service and the CLI dispatcher go into the image, not model/ or training/.
+    # Only the contract, the service and the commands go into the image, not model/ or training/.
     copied = re.findall(r"^COPY (\S+)", dockerfile, re.MULTILINE)
-    assert set(copied) == {"pyproject.toml", "cosrec", "service"}
+    assert set(copied) == {"pyproject.toml", "contract", "cosrec", "service"}
 
 
 def test_default_stack_names_only_pinned_images_ci_can_stand_in_for() -> None:

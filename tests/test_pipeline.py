@@ -16,9 +16,9 @@ from training.pipeline import (
     measured_epochs,
     plot_history,
     run_pipeline,
-    splits_of,
 )
 from training.scoring import torch_scorer
+from training.split import splits_of
 from training.synthetic import generate_log
 
 SMALL = {"d": 8, "block_channels": (8, 16), "fc_dim": 16}
@@ -85,7 +85,7 @@ def test_the_kept_model_is_the_one_at_the_selected_epoch(result, splits):
     """Its test figures are those recorded at the selected epoch, and they equal a fresh run
     trained for exactly that many epochs (the retraining the selection stands for)."""
     recorded = result.figures()["validation_selected"]
-    kept = evaluate(torch_scorer(result.model), splits.test, 5)
+    kept = evaluate(torch_scorer(result.model), splits.test)
     assert kept["map"] == pytest.approx(recorded["map"], abs=1e-12)
 
     retrained = run_pipeline(splits, "cosrec", SMALL, _config(result.selected_epoch))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from contract.ids import GENERIC_USER_INDEX
 from model import build_model
-from training.dataset import GENERIC_USER_INDEX, Sequences
+from training.dataset import Sequences
 from training.fit import TrainConfig, fit, set_seed
 from training.planted import planted_skip_sequences
 from training.scoring import torch_scorer

@@ -14,8 +14,9 @@ from cosrec.cli import main
 from model import build_model
 from training.checkpoint import save_checkpoint
 from training.fit import TrainConfig, fit
-from training.pipeline import run_pipeline, splits_of
+from training.pipeline import run_pipeline
 from training.plots import pair_weight_maps
+from training.split import splits_of
 from training.synthetic import generate_log
 
 L = 5

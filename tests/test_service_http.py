@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from conftest import start_service, stop_service
-from service.keys import user_keys
+from contract.redis_layout import user_keys
+from cosrec.processes import ServiceProcess
 
 
 def version(bundle: Path) -> str:
@@ -97,13 +97,13 @@ def test_reload_under_load_fails_no_request(live_service, bundle_dir, other_bund
 
 
 def test_two_workers_serve_and_metrics_sum_over_them(bundle_dir, redis_url):
-    service = start_service(bundle_dir, redis_url, workers=2)
+    service = ServiceProcess.start(bundle_dir, redis_url, workers=2)
     try:
         for k in range(40):  # a fresh connection each: the kernel spreads them over workers
             reply = httpx.post(f"{service.url}/recommend", json={"user_id": f"u{k % 5 + 1}"})
             assert reply.status_code == 200
         metrics = httpx.get(f"{service.url}/metrics").text
     finally:
-        stop_service(service.process)
+        service.stop()
     line = 'cosrec_http_requests_total{method="POST",route="/recommend",status="200"}'
     assert f"{line} 40.0" in metrics

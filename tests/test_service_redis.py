@@ -10,9 +10,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, redis_server_binary, wait_until
-from service.event_log import read_event_log
-from service.keys import user_keys
+from contract.event_log import read_event_log
+from contract.redis_layout import user_keys
+from cosrec.processes import free_port, redis_server_binary, wait_until
 
 
 @pytest.fixture

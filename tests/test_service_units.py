@@ -10,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, free_port, service_env
+from conftest import REPO
+from contract.redis_layout import user_from_log_key, user_from_tag, user_keys, user_tag
+from cosrec.processes import free_port, service_env
 from service.batching import GreedyBatcher
-from service.keys import user_from_log_key, user_from_tag, user_keys, user_tag
 from service.ranking import Exclusions, exclusions, top_n_rows
 
 
@@ -142,7 +143,7 @@ def test_batcher_stop_answers_every_waiter_whenever_it_comes(turns):
 
 def test_the_service_imports_no_torch_and_no_training_code():
     code = (
-        "import sys, service.app, service.cli, service.event_log\n"
+        "import sys, service.app, cosrec.commands.serve, contract.event_log\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'model', 'training')]\n"
         "print(bad)"
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.dataset import Sequences, Vocabulary
+from contract.ids import Vocabulary
+from training.dataset import Sequences
 from training.readers import DataFormatError, read_caser
 from training.split import (
     chronological_split,

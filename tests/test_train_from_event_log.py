@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import free_port
 from cosrec.cli import main as cosrec
+from cosrec.processes import free_port
 from training.readers import DataFormatError, read_interactions
 
 

@@ -1,47 +1,17 @@
 """The in-memory form of interaction data that every training step shares.
 
-Index conventions, used everywhere (training, export, the bundle, the service):
-- items are indexed 1..num_items; index 0 is padding (never a real item, never ranked);
-- users are indexed 1..num_users; index 0 is the generic "unknown user" that serves users
-  who were not in training.
-External ids are strings; ``Vocabulary.ids[i - 1]`` is the external id of index ``i``.
+Indices follow `contract.ids` (items 1..num_items, 0 = padding; users 1..num_users, 0 = the
+generic user); `Vocabulary` is the contract's.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-PADDING_INDEX = 0
-GENERIC_USER_INDEX = 0
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """External string ids in index order; index 0 is reserved (padding / generic user)."""
-
-    ids: tuple[str, ...]
-    _positions: dict[str, int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_positions", {id_: i + 1 for i, id_ in enumerate(self.ids)})
-        if len(self._positions) != len(self.ids):
-            raise ValueError("vocabulary ids must be unique")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def index(self, external_id: str) -> int:
-        """Index of an external id; raises KeyError for an unknown id."""
-        return self._positions[external_id]
-
-    def get(self, external_id: str, default: int = 0) -> int:
-        return self._positions.get(external_id, default)
-
-    def external(self, index: int) -> str:
-        return self.ids[index - 1]
+from contract.ids import Vocabulary
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Protocol, as in the reference `evaluation.py` of Caser/CosRec:
 - every user with at least one test item is evaluated; the network reads the user index and
-  the user's last L training items;
+  the user's last L training items (the score function encodes them: `training.scoring`);
 - all items are ranked by score, and the user's training items are removed from the ranking;
 - the targets are the user's test items as a SET: an item repeated in test counts once (the
   reference builds a sparse matrix whose indices are distinct). A test item that is also a
@@ -27,15 +27,14 @@ take this path, float64 scores that float32 cannot hold exactly a slower stable 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from training.dataset import Split
-from training.instances import last_items
+from training.scoring import ScoreFn
 
-ScoreFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]
 # Users are ranked in slices of about 2^20 (user, item) pairs, 8 MiB of sort keys, so memory
 # stays bounded whatever the batch size and catalogue (on ML-1M the time is the same).
 METRIC_ITEMS_PER_SLICE = 1 << 20
@@ -44,14 +43,13 @@ METRIC_ITEMS_PER_SLICE = 1 << 20
 def evaluate(
     score_fn: ScoreFn,
     split: Split,
-    L: int,
     ks: Sequence[int] = (1, 5, 10),
     batch_size: int = 1024,
 ) -> dict[str, float]:
     """Evaluate `score_fn` on `split` with the paper's protocol.
 
-    `score_fn(users [B] int64, items [B, L] int64)` returns scores `[B, num_items + 1]`
-    (column i scores item index i; column 0 is padding and ignored). Returns `map`,
+    `score_fn(users [B] int64, histories)` (`training.scoring`) gets each user's training
+    items and returns scores `[B, num_items + 1]` (column 0, padding, is ignored). Returns `map`,
     `prec@k` and `recall@k` for each k in `ks`, and `users`, the number of users evaluated.
     """
     if any(k < 1 for k in ks):
@@ -61,7 +59,6 @@ def evaluate(
         raise ValueError("no user has test items: nothing to evaluate")
     train = [split.train.sequences[k] for k in evaluated]
     test = [split.test.sequences[k] for k in evaluated]
-    inputs = last_items(train, L)
     users = (evaluated + 1).astype(np.int64)  # sequence k belongs to user index k + 1
     train_rows = _RaggedRows(train)
     test_rows = _RaggedRows(test)
@@ -72,7 +69,7 @@ def evaluate(
     with torch.no_grad():
         for start in range(0, len(evaluated), batch_size):
             stop = min(start + batch_size, len(evaluated))
-            scores = score_fn(users[start:stop], inputs[start:stop])
+            scores = score_fn(users[start:stop], train[start:stop])
             scores = torch.as_tensor(scores).detach().cpu()
             if scores.shape != (stop - start, num_columns):
                 raise ValueError(

@@ -1,19 +1,18 @@
-"""Write a trained model as the serving bundle of docs/bundle.md: model.onnx + manifest.json.
+"""Write a trained model as the serving bundle of `contract.bundle`: model.onnx + manifest.json.
 
 The service reads nothing else, so everything it needs (vocabularies, popularity fallback,
-sequence length, checksums) goes into the manifest here.
+sequence length, checksums) goes into the manifest here, through the contract's `Manifest`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.dataset import PADDING_INDEX, Sequences
+from contract.bundle import (
+    FORMAT_VERSION,
+    ITEMS_INPUT,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    SCORES_OUTPUT,
+    USERS_INPUT,
+    Manifest,
+    ModelDescription,
+    Popularity,
+    TrainingData,
+    model_version,
+    sha256_hex,
+)
+from contract.ids import PADDING_INDEX
+from model import SequentialRecommender
+from training.dataset import Sequences
 
-FORMAT_VERSION = 1
-ONNX_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
 # An example batch of 1 would let the exporter specialise the batch dimension to 1.
 _EXAMPLE_BATCH = 2
 
@@ -39,19 +51,63 @@ class _ServingScores(nn.Module):
         self.model = model
 
     def forward(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        return self.model(items, users)[:, 1:].float()
+        return self.model(items, users)[:, PADDING_INDEX + 1 :].float()
 
 
-def popularity(data: Sequences) -> dict[str, list]:
+@dataclass(frozen=True)
+class DataSummary:
+    """What a bundle records of the data its model was trained on: the vocabularies, the
+    popularity ranking and the data's identity. Checkpoints carry it, so a checkpoint exports
+    without its data."""
+
+    users: tuple[str, ...]
+    items: tuple[str, ...]
+    popularity: Popularity
+    training_data: TrainingData
+
+    @classmethod
+    def of(cls, data: Sequences) -> DataSummary:
+        return cls(
+            users=data.users.ids,
+            items=data.items.ids,
+            popularity=popularity(data),
+            training_data=TrainingData(
+                fingerprint=data.fingerprint(),
+                num_users=data.num_users,
+                num_items=data.num_items,
+                num_interactions=data.num_interactions,
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (what `torch.load(weights_only=True)` reads back)."""
+        return {
+            "users": list(self.users),
+            "items": list(self.items),
+            "popularity": self.popularity.model_dump(),
+            "training_data": self.training_data.model_dump(),
+        }
+
+    @classmethod
+    def from_dict(cls, content: dict[str, Any]) -> DataSummary:
+        return cls(
+            users=tuple(content["users"]),
+            items=tuple(content["items"]),
+            popularity=Popularity.model_validate(content["popularity"]),
+            training_data=TrainingData.model_validate(content["training_data"]),
+        )
+
+
+def popularity(data: Sequences) -> Popularity:
     """Item ids by training count, most interacted first (ties: lower index first)."""
     counts = data.item_counts()
     counts[PADDING_INDEX] = 0
     order = np.argsort(-counts, kind="stable")
     order = order[counts[order] > 0]
-    return {
-        "items": [data.items.external(int(i)) for i in order],
-        "counts": [int(counts[i]) for i in order],
-    }
+    return Popularity(
+        items=[data.items.external(int(i)) for i in order],
+        counts=[int(counts[i]) for i in order],
+    )
 
 
 def _write_onnx(model: nn.Module, sequence_length: int, path: Path) -> None:
@@ -79,21 +135,13 @@ def _export(
         wrapper,
         (items, users),
         str(path),
-        input_names=["items", "users"],
-        output_names=["scores"],
-        dynamic_shapes={"items": {0: batch}, "users": {0: batch}},
+        input_names=[ITEMS_INPUT, USERS_INPUT],
+        output_names=[SCORES_OUTPUT],
+        dynamic_shapes={ITEMS_INPUT: {0: batch}, USERS_INPUT: {0: batch}},
         external_data=False,  # the bundle is exactly two files
         dynamo=True,
         verbose=False,
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_replaceable(out_dir: str | os.PathLike) -> None:
@@ -126,8 +174,8 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 
 def export_bundle(
-    model: nn.Module,
-    data: Sequences,
+    model: SequentialRecommender,
+    data: Sequences | DataSummary,
     out_dir: str | os.PathLike,
     metrics: dict[str, Any] | None = None,
 ) -> Path:
@@ -138,6 +186,7 @@ def export_bundle(
     existing, non-empty `out_dir` is refused (ValueError).
     """
     check_replaceable(out_dir)
+    summary = data if isinstance(data, DataSummary) else DataSummary.of(data)
     hyperparameters = model.hyperparameters()
     sequence_length = int(hyperparameters["L"])
     out_dir = Path(out_dir).absolute()
@@ -148,26 +197,21 @@ def export_bundle(
     try:
         onnx_path = staging / ONNX_FILE
         _write_onnx(cpu_model, sequence_length, onnx_path)
-        onnx_sha256 = _sha256(onnx_path)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "model_version": f"{model.name}-{onnx_sha256[:12]}",
-            "model": {"name": model.name, "hyperparameters": hyperparameters},
-            "sequence_length": sequence_length,
-            "items": list(data.items.ids),
-            "users": list(data.users.ids),
-            "popularity": popularity(data),
-            "metrics": metrics or {},
-            "training_data": {
-                "fingerprint": data.fingerprint(),
-                "num_users": data.num_users,
-                "num_items": data.num_items,
-                "num_interactions": data.num_interactions,
-            },
-            "onnx_sha256": onnx_sha256,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
+        onnx_sha256 = sha256_hex(onnx_path.read_bytes())
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            model_version=model_version(model.name, onnx_sha256),
+            model=ModelDescription(name=model.name, hyperparameters=hyperparameters),
+            sequence_length=sequence_length,
+            items=list(summary.items),
+            users=list(summary.users),
+            popularity=summary.popularity,
+            metrics=metrics or {},
+            training_data=summary.training_data,
+            onnx_sha256=onnx_sha256,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        (staging / MANIFEST_FILE).write_text(manifest.to_json())
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; readers may run as another user
         _publish(staging, out_dir)
     except BaseException:

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from training.dataset import GENERIC_USER_INDEX, PADDING_INDEX, Sequences
+from contract.ids import GENERIC_USER_INDEX, PADDING_INDEX
+from model import SequentialRecommender
+from training.dataset import Sequences
 from training.instances import training_instances
 from training.sampling import NegativeSampler
 
@@ -93,13 +95,13 @@ def train_step(
 
 
 def fit(
-    model: nn.Module,
+    model: SequentialRecommender,
     train: Sequences,
     config: TrainConfig,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
 ) -> list[EpochStats]:
     """Trains ``model`` in place on ``train``; returns one EpochStats per epoch."""
-    if not getattr(model, "trainable", True):
+    if not model.trainable:
         raise ValueError(f"{model.name} is not trained by gradient descent (see its fit_counts)")
     if (model.num_users, model.num_items) != (train.num_users, train.num_items):
         raise ValueError(

@@ -8,17 +8,19 @@ users' figures, its benefit on the held-out users'.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from model import build_model
-from training.dataset import GENERIC_USER_INDEX, Sequences, Split, Vocabulary
-from training.evaluation import ScoreFn, evaluate
+from contract.ids import GENERIC_USER_INDEX, Vocabulary
+from model import SequentialRecommender, build_model
+from training.dataset import Sequences, Split
+from training.evaluation import evaluate
 from training.fit import TrainConfig, fit, set_seed
 from training.pipeline import METRIC_KEYS
-from training.scoring import torch_scorer
+from training.scoring import ScoreFn, torch_scorer
 
 
 def users_subset(split: Split, keep: np.ndarray) -> Split:
@@ -46,18 +48,18 @@ def popularity_scorer(train: Sequences) -> ScoreFn:
     counts = train.item_counts()
     scores = torch.from_numpy(counts.astype(np.float32))
 
-    def score(users: np.ndarray, items: np.ndarray) -> torch.Tensor:  # noqa: ARG001
+    def score(users: np.ndarray, histories: Sequence[np.ndarray]) -> torch.Tensor:  # noqa: ARG001
         return scores.expand(len(users), -1)
 
     return score
 
 
-def generic_user_scorer(model: torch.nn.Module, device: str = "cpu") -> ScoreFn:
+def generic_user_scorer(model: SequentialRecommender, device: str = "cpu") -> ScoreFn:
     """The model's scores with every user replaced by the generic user."""
     scorer = torch_scorer(model, device)
 
-    def score(users: np.ndarray, items: np.ndarray) -> torch.Tensor:
-        return scorer(np.full_like(users, GENERIC_USER_INDEX), items)
+    def score(users: np.ndarray, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        return scorer(np.full_like(users, GENERIC_USER_INDEX), histories)
 
     return score
 
@@ -86,11 +88,9 @@ def new_user_experiment(
         "generic_user_rate": config.generic_user_rate,
         "epochs": config.epochs,
         "held_out_fraction": held_out_fraction,
-        "known_users": _figures(evaluate(torch_scorer(model, config.device), known, config.L)),
+        "known_users": _figures(evaluate(torch_scorer(model, config.device), known)),
         "held_out_generic_user": _figures(
-            evaluate(generic_user_scorer(model, config.device), held_out, config.L)
+            evaluate(generic_user_scorer(model, config.device), held_out)
         ),
-        "held_out_popularity": _figures(
-            evaluate(popularity_scorer(known.train), held_out, config.L)
-        ),
+        "held_out_popularity": _figures(evaluate(popularity_scorer(known.train), held_out)),
     }

@@ -22,42 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from model import build_model
+from model import SequentialRecommender, build_model
 from training.dataset import Sequences, Split
 from training.evaluation import evaluate
 from training.fit import EpochStats, TrainConfig, fit, set_seed
-from training.readers import read_interactions
 from training.scoring import torch_scorer
-from training.split import chronological_split, filter_min_count, read_split, validation_split
+from training.split import Splits
 
 METRIC_KEYS = ("map", "prec@1", "prec@5", "prec@10", "recall@1", "recall@5", "recall@10")
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Splits:
-    """The paper's two splits: `validation` (70% / next 10%) and `test` (80% / last 20%)."""
-
-    validation: Split
-    test: Split
-
-
-def splits_of(seqs: Sequences) -> Splits:
-    return Splits(validation=validation_split(seqs), test=chronological_split(seqs))
-
-
-def load_splits(
-    data: str | Path, fmt: str = "caser", min_item_count: int = 5, min_user_count: int = 5
-) -> Splits:
-    """A split directory (`DIR/validation/`, `DIR/test/`, as `cosrec split` writes them), or
-    an interaction log (a file, or the service's Redis URL for "redis") that is filtered by the
-    minimum counts and split here."""
-    if fmt != "redis" and Path(data).is_dir():  # for "redis", `data` is a URL
-        directory = Path(data)
-        return Splits(read_split(directory / "validation"), read_split(directory / "test"))
-    return splits_of(filter_min_count(read_interactions(data, fmt), min_item_count, min_user_count))
 
 
 @dataclass
@@ -71,7 +44,7 @@ class EpochRecord:
 
 @dataclass
 class PipelineResult:
-    model: nn.Module  # trained on the test split's train part for `selected_epoch` epochs
+    model: SequentialRecommender  # trained on the test split's train part, `selected_epoch` epochs
     train_data: Sequences  # what `model` was trained on (its vocabularies and popularity)
     selected_epoch: int
     paper_epoch: int
@@ -123,7 +96,7 @@ def _training_run(
     keep_epoch: int | None,
     label: str,
     log: Log,
-) -> tuple[nn.Module, list[EpochRecord], dict[str, Any] | None]:
+) -> tuple[SequentialRecommender, list[EpochRecord], dict[str, Any] | None]:
     """Train on `split.train` for `config.epochs`, measuring `split` on the measured epochs.
 
     Returns the model, the records, and the state_dict at `keep_epoch` (if given).
@@ -141,7 +114,7 @@ def _training_run(
         record = EpochRecord(stats.epoch, stats.loss, stats.seconds)
         if stats.epoch in measured:
             started = time.perf_counter()
-            record.metrics = evaluate(scorer, split, config.L)
+            record.metrics = evaluate(scorer, split)
             record.eval_seconds = time.perf_counter() - started
         if stats.epoch == keep_epoch:
             kept["state"] = copy.deepcopy(model.state_dict())

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.dataset import Sequences, Vocabulary
+from contract.ids import Vocabulary
+from training.dataset import Sequences
 
 
 def planted_skip_sequences(

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import Sequences, Vocabulary
+from contract.ids import Vocabulary
+from training.dataset import Sequences
 
 FORMATS = ("caser", "sequences", "movielens", "csv", "redis")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -319,7 +320,7 @@ def read_redis_log(url: str | Path) -> Sequences:
     """
     import redis
 
-    from service.event_log import read_event_log_url  # pure redis-py: no service start-up
+    from contract.event_log import read_event_log_url
 
     url = str(url)
     cluster = url.startswith("redis+cluster://")

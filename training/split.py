@@ -13,12 +13,14 @@ in the Caser format (`user item 1` per line, users in input order, oldest first;
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from training.dataset import Sequences, Split, Vocabulary
+from contract.ids import Vocabulary
+from training.dataset import Sequences, Split
 from training.readers import DataFormatError, read_caser_files, read_interactions
 
 TEST_FRACTION = Fraction(4, 5)
@@ -181,3 +183,27 @@ def prepare_split(
         )
     write_split_dir(seqs, out_dir)
     return seqs
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The paper's two splits: `validation` (70% / next 10%) and `test` (80% / last 20%)."""
+
+    validation: Split
+    test: Split
+
+
+def splits_of(seqs: Sequences) -> Splits:
+    return Splits(validation=validation_split(seqs), test=chronological_split(seqs))
+
+
+def load_splits(
+    data: str | Path, fmt: str = "caser", min_item_count: int = 5, min_user_count: int = 5
+) -> Splits:
+    """A split directory (`DIR/validation/`, `DIR/test/`, as `cosrec split` writes them), or
+    an interaction log (a file, or the service's Redis URL for "redis") that is filtered by the
+    minimum counts and split here."""
+    if fmt != "redis" and Path(data).is_dir():  # for "redis", `data` is a URL
+        directory = Path(data)
+        return Splits(read_split(directory / "validation"), read_split(directory / "test"))
+    return splits_of(filter_min_count(read_interactions(data, fmt), min_item_count, min_user_count))

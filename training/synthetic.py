@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import Sequences, Vocabulary
+from contract.ids import Vocabulary
+from training.dataset import Sequences
 
 FOLLOW_UPS_PER_ITEM = 3
 FOLLOW_UP_PROBABILITY = 0.55

@@ -1,29 +1,38 @@
-"""Read the durable event log back (for `cosrec train`): pure redis-py, no torch.
+"""Read the service's durable event log back (what `cosrec train --format redis` reads).
 
 Every accepted event is appended, inside the same atomic per-user script that updates the
-user's history, to that user's stream `<prefix>:{u:<hex user id>}:log` (fields: item, ts and
-eid when the event had one). Reading the log means scanning for those streams.
+user's history, to that user's stream (`contract.redis_layout`: fields item, ts, and eid when
+the event had one). Reading the log means scanning for those streams. Pure redis-py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import redis
+from contract.redis_layout import (
+    DEFAULT_PREFIX,
+    LOG_ITEM,
+    LOG_TIMESTAMP,
+    log_key_pattern,
+    user_from_log_key,
+)
 
-from service.keys import log_key_pattern, user_from_log_key
+if TYPE_CHECKING:
+    import redis
 
 Row = tuple[str, str, float]  # (user_id, item_id, timestamp)
 
 
 def read_event_log(
-    client: redis.Redis, prefix: str = "cosrec", chunk: int = 10_000
+    client: redis.Redis | redis.RedisCluster, prefix: str = DEFAULT_PREFIX, chunk: int = 10_000
 ) -> Iterator[Row]:
     """Every logged event as (user_id, item_id, timestamp).
 
     Users come in SCAN order; one user's rows are ordered by timestamp, ties in arrival order.
     Works with `redis.Redis` and `redis.RedisCluster` (SCAN visits every primary).
     """
+    item_field, time_field = LOG_ITEM.encode(), LOG_TIMESTAMP.encode()
     for raw_key in client.scan_iter(match=log_key_pattern(prefix), count=1000, _type="stream"):
         key = _decode(raw_key)
         user_id = user_from_log_key(prefix, key)
@@ -32,8 +41,7 @@ def read_event_log(
         while True:
             entries = client.xrange(key, min=start, max="+", count=chunk)
             for _, fields in entries:
-                item = fields[b"item"].decode()
-                rows.append((user_id, item, float(fields[b"ts"])))
+                rows.append((user_id, fields[item_field].decode(), float(fields[time_field])))
             if len(entries) < chunk:
                 break
             start = "(" + _decode(entries[-1][0])  # exclusive: after the last entry read
@@ -41,8 +49,10 @@ def read_event_log(
         yield from rows
 
 
-def read_event_log_url(url: str, prefix: str = "cosrec", cluster: bool = False) -> list[Row]:
+def read_event_log_url(url: str, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> list[Row]:
     """read_event_log on a fresh client for `url` (closed afterwards)."""
+    import redis
+
     client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
     try:
         return list(read_event_log(client, prefix))

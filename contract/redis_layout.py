@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_PREFIX = "cosrec"
+
 # One suffix per kind of per-user key; the order is the order of KEYS in the events script.
 SEQUENCE = "seq"  # ZSET  member b"<counter:012d>:<item id>", score = event timestamp
 SEEN = "seen"  # SET   item ids of the model's catalogue the user has interacted with
@@ -16,6 +18,11 @@ EVENT_IDS = "ids"  # ZSET  event_id -> counter; the newest max_event_ids are rem
 LOG = "log"  # STREAM every accepted event: item, ts[, eid]; the durable log training reads
 COUNTER = "ctr"  # STRING last counter value (insertion order among equal timestamps)
 USER_KEY_KINDS = (SEQUENCE, SEEN, EVENT_IDS, LOG, COUNTER)
+
+# Fields of a log stream entry.
+LOG_ITEM, LOG_TIMESTAMP, LOG_EVENT_ID = "item", "ts", "eid"
+# A SEQUENCE member is "<counter, 12 digits>:<item id>": the item id follows the first colon.
+SEQUENCE_COUNTER_DIGITS = 12
 
 
 def user_tag(user_id: str) -> str:
@@ -44,6 +51,11 @@ class UserKeys:
 def user_keys(prefix: str, user_id: str) -> UserKeys:
     base = f"{prefix}:{user_tag(user_id)}:"
     return UserKeys(*(base + kind for kind in USER_KEY_KINDS))
+
+
+def item_of_sequence_member(member: bytes) -> bytes:
+    """The item id of a SEQUENCE member (UTF-8, as Redis returns it)."""
+    return member.split(b":", 1)[1]
 
 
 def log_key_pattern(prefix: str) -> str:

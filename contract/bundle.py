@@ -1,0 +1,292 @@
+"""The serving bundle (docs/bundle.md): a directory of `model.onnx` and `manifest.json`.
+
+The exporter writes it through `Manifest`, the service and offline evaluation read it through
+`load_bundle`; nothing else knows the file names or the manifest's shape. Loading never runs
+code from the bundle (JSON and ONNX, no pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from contract.ids import Vocabulary
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+ONNX_FILE = "model.onnx"
+# The graph's inputs and output (docs/bundle.md).
+ITEMS_INPUT = "items"  # int64 [batch, L]: input_rows of the users' histories
+USERS_INPUT = "users"  # int64 [batch]: user indices, 0 = the generic user
+SCORES_OUTPUT = "scores"  # float32 [batch, num_items]: column j is item index j + 1
+
+log = logging.getLogger("cosrec.bundle")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be served or evaluated; the message says why."""
+
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelDescription(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+    hyperparameters: dict[str, Any]
+
+
+class Popularity(BaseModel):
+    """Item ids, most interacted first, with their training counts: the fallback ranking."""
+
+    model_config = _STRICT
+    items: list[str]
+    counts: list[int] = Field(description="training interactions per item, non-increasing")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Popularity:
+        if len(self.items) != len(self.counts):
+            raise ValueError(f"{len(self.items)} items but {len(self.counts)} counts")
+        if len(set(self.items)) != len(self.items):
+            raise ValueError("an item appears twice")
+        if any(count < 0 for count in self.counts):
+            raise ValueError("a count is negative")
+        if any(a < b for a, b in zip(self.counts, self.counts[1:], strict=False)):
+            raise ValueError("counts are not in non-increasing order")
+        return self
+
+
+class TrainingData(BaseModel):
+    model_config = _STRICT
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    num_users: int = Field(ge=0)
+    num_items: int = Field(ge=1)
+    num_interactions: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """manifest.json, validated whole: types, lengths and the agreements between fields."""
+
+    model_config = _STRICT
+    format_version: Literal[1]
+    model_version: str = Field(min_length=1, max_length=200)
+    model: ModelDescription
+    sequence_length: int = Field(ge=1)
+    items: list[str] = Field(min_length=1, description="item ids; items[j] has index j + 1")
+    users: list[str] = Field(description="user ids; users[k] has index k + 1")
+    popularity: Popularity
+    metrics: dict[str, Any]
+    training_data: TrainingData
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if len(set(self.items)) != len(self.items):
+            raise ValueError("items: an id appears twice")
+        if len(set(self.users)) != len(self.users):
+            raise ValueError("users: an id appears twice")
+        if self.training_data.num_items != len(self.items):
+            raise ValueError(
+                f"training_data.num_items is {self.training_data.num_items}, "
+                f"items holds {len(self.items)}"
+            )
+        if self.training_data.num_users != len(self.users):
+            raise ValueError(
+                f"training_data.num_users is {self.training_data.num_users}, "
+                f"users holds {len(self.users)}"
+            )
+        unknown = set(self.popularity.items) - set(self.items)
+        if unknown:
+            raise ValueError(f"popularity names {len(unknown)} item(s) not in items")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json() + "\n"
+
+
+def model_version(model_name: str, onnx_sha256: str) -> str:
+    """The bundle's identity, returned with every recommendation."""
+    return f"{model_name}-{onnx_sha256[:12]}"
+
+
+def parse_manifest(text: bytes | str) -> Manifest:
+    """The manifest, or BundleError naming the first field that is wrong."""
+    try:
+        content = json.loads(text)
+    except ValueError as error:
+        raise BundleError(f"{MANIFEST_FILE} is not valid JSON: {error}") from None
+    version = content.get("format_version") if isinstance(content, dict) else None
+    if version != FORMAT_VERSION:  # first: another format may differ in every other field
+        raise BundleError(f"{MANIFEST_FILE}: format_version {version!r} is not {FORMAT_VERSION}")
+    try:
+        return Manifest.model_validate(content)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "manifest"
+        raise BundleError(f"{MANIFEST_FILE}: {where}: {first['msg']}") from None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _NodeArg(Protocol):  # what onnxruntime says of a graph input or output
+    name: str
+    type: str
+    shape: Sequence[int | str | None]
+
+
+class _Session(Protocol):
+    def get_inputs(self) -> Sequence[_NodeArg]: ...
+    def get_outputs(self) -> Sequence[_NodeArg]: ...
+    def run(self, output_names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def check_graph(manifest: Manifest, session: _Session) -> None:
+    """The graph declares the documented inputs and output, sized as the manifest says, and
+    scores one padded row to the catalogue's width."""
+    inputs = {arg.name: arg for arg in session.get_inputs()}
+    outputs = {arg.name: arg for arg in session.get_outputs()}
+    if set(inputs) != {ITEMS_INPUT, USERS_INPUT}:
+        raise BundleError(f"{ONNX_FILE}: inputs are {sorted(inputs)}")
+    if SCORES_OUTPUT not in outputs:
+        raise BundleError(f"{ONNX_FILE}: no output named {SCORES_OUTPUT!r}")
+    length, width = manifest.sequence_length, len(manifest.items)
+    _check_arg(inputs[ITEMS_INPUT], "tensor(int64)", [None, length])
+    _check_arg(inputs[USERS_INPUT], "tensor(int64)", [None])
+    _check_arg(outputs[SCORES_OUTPUT], "tensor(float)", [None, width])
+    feed = {
+        ITEMS_INPUT: np.zeros((1, length), dtype=np.int64),
+        USERS_INPUT: np.zeros(1, dtype=np.int64),
+    }
+    try:
+        scores = session.run([SCORES_OUTPUT], feed)[0]
+    except Exception as error:  # onnxruntime raises several unrelated types
+        raise BundleError(f"{ONNX_FILE} fails on a {length}-item input: {error}") from error
+    if scores.shape != (1, width) or scores.dtype != np.float32:
+        raise BundleError(
+            f"{ONNX_FILE} scores have shape {scores.shape} {scores.dtype}, "
+            f"expected (1, {width}) float32"
+        )
+
+
+def _check_arg(arg: _NodeArg, kind: str, shape: list[int | None]) -> None:
+    """`shape`: None where any size is allowed (the batch); a declared fixed size must match."""
+    declared = list(arg.shape)
+    fits = len(declared) == len(shape) and all(
+        want is None or not isinstance(have, int) or have == want
+        for have, want in zip(declared, shape, strict=True)
+    )
+    if arg.type != kind or not fits:
+        expected = [("batch" if size is None else size) for size in shape]
+        raise BundleError(
+            f"{ONNX_FILE}: {arg.name} is {arg.type} {declared}, expected {kind} {expected}"
+        )
+
+
+def read_bundle_files(path: Path) -> tuple[bytes, bytes]:
+    """manifest.json and model.onnx, read through one directory handle.
+
+    A publisher replaces a bundle directory by rename; opening both files relative to the same
+    directory handle means they always come from the same bundle.
+    """
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise BundleError(f"cannot open bundle directory {path}: {error.strerror}") from error
+    try:
+        parts = []
+        for name in (MANIFEST_FILE, ONNX_FILE):
+            try:
+                fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+            except OSError as error:
+                raise BundleError(f"{path / name}: {error.strerror}") from error
+            with os.fdopen(fd, "rb") as file:
+                parts.append(file.read())
+        return parts[0], parts[1]
+    finally:
+        os.close(dir_fd)
+
+
+def open_session(onnx_bytes: bytes, device: str = "cpu", threads: int = 1) -> Any:
+    """An onnxruntime session: CPU, or CUDA when asked for and present (else CPU, logged)."""
+    import onnxruntime as ort  # the serving and training environments both carry it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            log.warning("device=cuda asked for but onnxruntime has no CUDA provider: using CPU")
+    session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=providers)
+    if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        log.warning("the CUDA provider failed to start: serving on CPU")
+    return session
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One loaded, verified bundle; immutable, so a service can swap it as one reference."""
+
+    path: Path
+    manifest: Manifest
+    session: Any  # onnxruntime.InferenceSession
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest.model_version
+
+    @property
+    def sequence_length(self) -> int:
+        return self.manifest.sequence_length
+
+    @cached_property
+    def items(self) -> Vocabulary:
+        return Vocabulary(tuple(self.manifest.items))
+
+    @cached_property
+    def users(self) -> Vocabulary:
+        return Vocabulary(tuple(self.manifest.users))
+
+    def score(self, items: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """float32 [B, num_items]: column j scores item index j + 1 (`contract.ids`).
+        items: int64 [B, L] from `input_rows`; users: int64 [B]."""
+        return self.session.run([SCORES_OUTPUT], {ITEMS_INPUT: items, USERS_INPUT: users})[0]
+
+
+def load_bundle(path: str | os.PathLike, device: str = "cpu", threads: int = 1) -> Bundle:
+    """Read, verify (manifest, sha256, graph) and open a bundle; BundleError says what is wrong."""
+    path = Path(path)
+    manifest_bytes, onnx_bytes = read_bundle_files(path)
+    manifest = parse_manifest(manifest_bytes)
+    digest = sha256_hex(onnx_bytes)
+    if digest != manifest.onnx_sha256:
+        raise BundleError(
+            f"{ONNX_FILE} sha256 {digest[:12]}... does not match the manifest's "
+            f"onnx_sha256 {manifest.onnx_sha256[:12]}..."
+        )
+    try:
+        session = open_session(onnx_bytes, device, threads)
+    except Exception as error:  # onnxruntime raises several unrelated types
+        raise BundleError(f"{ONNX_FILE} does not load: {error}") from error
+    check_graph(manifest, session)
+    bundle = Bundle(path, manifest, session)
+    # Built now, off the request path: the service swaps in a bundle ready to serve.
+    _ = bundle.items.utf8_positions, bundle.users
+    return bundle

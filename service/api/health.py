@@ -1,0 +1,34 @@
+"""GET /healthz, /readyz and /metrics: is the process alive, can it serve, how has it served."""
+
+from fastapi import APIRouter, Response
+
+from service.api.deps import MetricsDep, ServicesDep
+from service.schemas import HealthResponse, ReadyResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> HealthResponse:
+    """The process is alive."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/readyz", responses={503: {"model": ReadyResponse, "description": "not ready"}})
+async def readyz(services: ServicesDep, response: Response) -> ReadyResponse:
+    """Ready when a bundle is loaded and Redis answers."""
+    redis_ok = await services.store.ping()
+    if not redis_ok:
+        response.status_code = 503
+    return ReadyResponse(
+        ready=redis_ok,
+        redis="ok" if redis_ok else "unreachable",
+        model_version=services.holder.current.model_version,
+    )
+
+
+@router.get("/metrics")
+async def metrics_route(metrics: MetricsDep) -> Response:
+    """Prometheus text format (summed over workers)."""
+    content, content_type = metrics.exposition()
+    return Response(content, media_type=content_type)
