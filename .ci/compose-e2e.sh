@@ -25,6 +25,9 @@ COSREC_PORT=$(free_port)
 PROMETHEUS_PORT=$(free_port)
 export COSREC_PORT PROMETHEUS_PORT
 export COSREC_TRAIN_EPOCHS=${COSREC_TRAIN_EPOCHS:-1}
+# the retrain loop, short: a cycle every 10 s, every candidate promoted (the mechanics are
+# checked here; the gate has its own tests)
+export COSREC_RETRAIN_EVERY=10s COSREC_RETRAIN_POLL=3s COSREC_RETRAIN_EPOCHS=1 COSREC_RETRAIN_TOLERANCE=1
 unset COSREC_API_KEY COSREC_TRAIN_DATA COSREC_DATA_DIR
 wheel_added=""
 standins_pid=""
@@ -77,8 +80,8 @@ phase "building the project's images"
 docker compose build -q
 wait "$standins_pid"
 standins_pid=""
-phase "up --wait (trainer: $COSREC_TRAIN_EPOCHS epochs on generated data)"
-docker compose up -d --wait --wait-timeout 600
+phase "up --wait (trainer: $COSREC_TRAIN_EPOCHS epochs on generated data; the retrain loop on)"
+docker compose --profile loop up -d --wait --wait-timeout 600
 docker compose ps
 phase "stack healthy; checking it"
 
@@ -90,4 +93,12 @@ docker compose exec -T api python -c 'import importlib.util, sys; sys.exit(impor
 
 docker compose cp api:/bundles/current/manifest.json "$work/manifest.json"
 python3 .ci/e2e_check.py --api "http://127.0.0.1:$COSREC_PORT" \
-  --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --manifest "$work/manifest.json"
+  --prometheus "http://127.0.0.1:$PROMETHEUS_PORT" --manifest "$work/manifest.json" \
+  --loop-out "$work/promoted"
+# One full loop cycle: the api now serves the bundle the registry's pointer names.
+serving=$(docker compose exec -T api readlink /bundles/current)
+[ "$serving" = "$(cat "$work/promoted")" ] \
+  || { echo "compose-e2e: the api serves $(cat "$work/promoted"), the registry names $serving" >&2; exit 1; }
+docker compose logs retrainer | grep -q "cycle: promoted" \
+  || { echo "compose-e2e: the retrainer logged no promotion" >&2; exit 1; }
+phase "the retrain loop promoted $serving and the api serves it"

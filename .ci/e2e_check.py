@@ -4,7 +4,9 @@
         --manifest manifest.json
 
 Sends events and recommendation requests as a client would, then waits for Prometheus to
-report the api target up. Exits 1 with one line naming the first failed check.
+report the api target up. With --loop-out, also sends enough events for a retrain cycle and
+waits until the api serves a new bundle (the retrainer of the `loop` profile promoted it),
+writing its model_version to that file. Exits 1 with one line naming the first failed check.
 """
 
 from __future__ import annotations
@@ -86,6 +88,34 @@ def check_api(api: str, manifest: dict) -> None:
     expect(status == 200 and "# TYPE" in str(text), f"GET /metrics: {status}")
 
 
+def check_loop(api: str, manifest: dict, timeout_s: float) -> str:
+    """Events of 40 users over 12 items (enough for the paper's minimum counts), then the
+    version the api serves once the retrain loop has promoted a bundle trained on them."""
+    items = manifest["items"][:12]
+    events = [
+        {
+            "user_id": f"loop-{user}",
+            "item_id": items[(user + k) % len(items)],
+            "timestamp": 1_700_000_000 + 60 * k,
+            "event_id": f"loop-{user}-{k}",
+        }
+        for user in range(40)
+        for k in range(8)
+    ]
+    status, body = call("POST", api + "/events", {"events": events})
+    expect(status == 200, f"POST /events (for the loop): {status} {body}")
+    print(f"POST /events {len(events)} events for the retrain loop -> {status}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, body = call("POST", api + "/recommend", {"user_id": "loop-0", "n": N})
+        expect(status == 200, f"POST /recommend during the loop: {status} {body}")
+        if body["model_version"] != manifest["model_version"]:
+            print(f"the api serves {body['model_version']}, promoted by the retrain loop")
+            return body["model_version"]
+        time.sleep(3)
+    raise CheckError(f"no bundle promoted by the retrain loop within {timeout_s:.0f} s")
+
+
 def check_prometheus(prometheus: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     health = "no target yet"
@@ -111,12 +141,18 @@ def main() -> int:
     parser.add_argument("--prometheus", required=True)
     parser.add_argument("--manifest", required=True, help="the bundle's manifest.json")
     parser.add_argument("--prometheus-timeout", type=float, default=90.0)
+    parser.add_argument("--loop-out", help="check the retrain loop; write the new version here")
+    parser.add_argument("--loop-timeout", type=float, default=300.0)
     args = parser.parse_args()
     with open(args.manifest, encoding="utf-8") as handle:
         manifest = json.load(handle)
     try:
         check_api(args.api.rstrip("/"), manifest)
         check_prometheus(args.prometheus.rstrip("/"), args.prometheus_timeout)
+        if args.loop_out:
+            promoted = check_loop(args.api.rstrip("/"), manifest, args.loop_timeout)
+            with open(args.loop_out, "w", encoding="utf-8") as handle:
+                handle.write(promoted)
     except (CheckError, KeyError, TypeError, OSError) as error:
         print(f"e2e check failed: {error!r}", file=sys.stderr)
         return 1

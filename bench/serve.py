@@ -214,7 +214,8 @@ def history_requests(seed: int) -> tuple[Callable[[], bytes | None], int]:
 
 
 # ---------------------------------------------------------------- fixtures of the run
-def export_bundle_ml1m_size(out_dir: Path) -> Path:
+def export_bundle_ml1m_size(out_dir: Path, seed: int = 0) -> Path:
+    """An ML-1M-sized CosRec with random weights (speed only); `seed` tells bundles apart."""
     import torch
 
     from contract.ids import Vocabulary
@@ -223,8 +224,8 @@ def export_bundle_ml1m_size(out_dir: Path) -> Path:
     from training.export import export_bundle
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     data = Sequences(
         users=Vocabulary(tuple(str(u) for u in range(1, NUM_USERS + 1))),
         items=Vocabulary(tuple(str(i) for i in range(1, NUM_ITEMS + 1))),
@@ -234,7 +235,9 @@ def export_bundle_ml1m_size(out_dir: Path) -> Path:
         ),
     )
     model = build_model("cosrec", NUM_USERS, NUM_ITEMS, d=D)
-    return export_bundle(model, data, out_dir, {"note": "random weights, for speed only"})
+    return export_bundle(
+        model, data, out_dir, {"note": f"random weights, seed {seed}, for speed only"}
+    )
 
 
 @contextmanager

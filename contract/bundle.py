@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from contract.ids import Vocabulary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model_version covers the manifest too, not only model.onnx
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 # The graph's inputs and output (docs/bundle.md).
@@ -38,6 +45,7 @@ class BundleError(ValueError):
 
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+_UNVERSIONED = {"unversioned": True}  # validation context of Manifest.create's draft
 
 
 class ModelDescription(BaseModel):
@@ -74,11 +82,42 @@ class TrainingData(BaseModel):
     num_interactions: int = Field(ge=0)
 
 
-class Manifest(BaseModel):
-    """manifest.json, validated whole: types, lengths and the agreements between fields."""
+class Holdout(BaseModel):
+    """Both models measured on the same time-based holdout (each user's newest events)."""
 
     model_config = _STRICT
-    format_version: Literal[1]
+    users: int = Field(ge=0, description="users with held-out events")
+    candidate: dict[str, float] = Field(description="the new model's figures (map, prec@k...)")
+    serving: dict[str, float] | None = Field(None, description="the serving bundle's, if any")
+    tolerance: float = Field(ge=0, description="the MAP the candidate may lose and still win")
+
+
+class Lineage(BaseModel):
+    """Where a retrained bundle comes from, and why it serves or does not (`cosrec retrain`)."""
+
+    model_config = _STRICT
+    parent_version: str | None = Field(None, description="the bundle serving when it was made")
+    event_cursor: str | None = Field(None, description="the event log was read up to here")
+    events_read: int = Field(ge=0, description="events read from the log by this cycle")
+    first_event_at: float | None = Field(None, description="Unix time of the oldest event used")
+    last_event_at: float | None = Field(None, description="... and of the newest")
+    base_data: str | None = Field(None, description="the base data trained on besides the log")
+    holdout: Holdout
+    decision: Literal["promoted", "refused"]
+    reason: str
+
+
+class Manifest(BaseModel):
+    """manifest.json, validated whole: types, lengths and the agreements between fields.
+
+    `model_version` is the bundle's identity: the model's name and the first 12 hex digits of
+    the sha256 of everything else in the manifest, `onnx_sha256` included (`content_digest`).
+    So it covers both files, and a manifest edited after export (a shuffled `items` list,
+    other counts) no longer matches its version and is refused. Build one with `create`.
+    """
+
+    model_config = _STRICT
+    format_version: Literal[2]
     model_version: str = Field(min_length=1, max_length=200)
     model: ModelDescription
     sequence_length: int = Field(ge=1)
@@ -89,9 +128,10 @@ class Manifest(BaseModel):
     training_data: TrainingData
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: str
+    lineage: Lineage | None = Field(None, description="set by `cosrec retrain`")
 
     @model_validator(mode="after")
-    def _consistent(self) -> Manifest:
+    def _consistent(self, info: ValidationInfo) -> Manifest:
         if len(set(self.items)) != len(self.items):
             raise ValueError("items: an id appears twice")
         if len(set(self.users)) != len(self.users):
@@ -109,15 +149,35 @@ class Manifest(BaseModel):
         unknown = set(self.popularity.items) - set(self.items)
         if unknown:
             raise ValueError(f"popularity names {len(unknown)} item(s) not in items")
+        expected = _model_version(self.model.name, self.content_digest())
+        if info.context != _UNVERSIONED and self.model_version != expected:
+            raise ValueError(
+                f"model_version {self.model_version!r} does not match the bundle's content "
+                f"({expected!r}): the manifest or model.onnx was changed after export"
+            )
         return self
 
+    @classmethod
+    def create(cls, **fields: Any) -> Manifest:
+        """A manifest of `fields` (all but `model_version`, which is derived from them)."""
+        draft = cls.model_validate({**fields, "model_version": "-"}, context=_UNVERSIONED)
+        version = _model_version(draft.model.name, draft.content_digest())
+        return draft.model_copy(update={"model_version": version})
+
+    def content_digest(self) -> str:
+        """sha256 of the canonical JSON of every field but `model_version`."""
+        content = self.model_dump(mode="json", exclude={"model_version"}, exclude_none=True)
+        canonical = json.dumps(
+            content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        return sha256_hex(canonical.encode())
+
     def to_json(self) -> str:
-        return self.model_dump_json() + "\n"
+        return self.model_dump_json(exclude_none=True) + "\n"
 
 
-def model_version(model_name: str, onnx_sha256: str) -> str:
-    """The bundle's identity, returned with every recommendation."""
-    return f"{model_name}-{onnx_sha256[:12]}"
+def _model_version(model_name: str, content_digest: str) -> str:
+    return f"{model_name}-{content_digest[:12]}"
 
 
 def parse_manifest(text: bytes | str) -> Manifest:
@@ -133,8 +193,9 @@ def parse_manifest(text: bytes | str) -> Manifest:
         return Manifest.model_validate(content)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "manifest"
-        raise BundleError(f"{MANIFEST_FILE}: {where}: {first['msg']}") from None
+        where = "".join(f"{part}: " for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise BundleError(f"{MANIFEST_FILE}: {where}{message}") from None
 
 
 def sha256_hex(data: bytes) -> str:

@@ -24,10 +24,20 @@ if TYPE_CHECKING:
 Row = tuple[str, str, float]  # (user_id, item_id, timestamp)
 
 
+# Events are read up to this long before Redis's clock: an event appended while a read runs gets
+# a later stream id, so the next read (after the cursor) finds it: none is read twice or skipped.
+CURSOR_MARGIN_MS = 1000
+
+
 def read_event_log(
-    client: redis.Redis | redis.RedisCluster, prefix: str = DEFAULT_PREFIX, chunk: int = 10_000
+    client: redis.Redis | redis.RedisCluster,
+    prefix: str = DEFAULT_PREFIX,
+    chunk: int = 10_000,
+    after: str | None = None,
+    up_to: str = "+",
 ) -> Iterator[Row]:
-    """Every logged event as (user_id, item_id, timestamp).
+    """Every logged event as (user_id, item_id, timestamp); with `after` (a stream id, the
+    cursor) only the events logged after it, and none after `up_to`.
 
     Users come in SCAN order; one user's rows are ordered by timestamp, ties in arrival order.
     Works with `redis.Redis` and `redis.RedisCluster` (SCAN visits every primary).
@@ -37,9 +47,9 @@ def read_event_log(
         key = _decode(raw_key)
         user_id = user_from_log_key(prefix, key)
         rows: list[Row] = []
-        start = "-"
+        start = "-" if after is None else "(" + after
         while True:
-            entries = client.xrange(key, min=start, max="+", count=chunk)
+            entries = client.xrange(key, min=start, max=up_to, count=chunk)
             for _, fields in entries:
                 rows.append((user_id, fields[item_field].decode(), float(fields[time_field])))
             if len(entries) < chunk:
@@ -47,6 +57,14 @@ def read_event_log(
             start = "(" + _decode(entries[-1][0])  # exclusive: after the last entry read
         rows.sort(key=lambda row: row[2])  # stable: equal timestamps keep arrival order
         yield from rows
+
+
+def cursor_now(client: redis.Redis | redis.RedisCluster) -> str:
+    """A cursor (stream id) safely behind Redis's clock: read up to it, later reads after it."""
+    seconds, microseconds = client.time()
+    milliseconds = int(seconds) * 1000 + int(microseconds) // 1000 - CURSOR_MARGIN_MS
+    # a whole id (the last sequence number of that millisecond): "(" + it excludes them all
+    return f"{milliseconds}-{2**64 - 1}"
 
 
 def read_event_log_url(url: str, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> list[Row]:

@@ -16,8 +16,13 @@ SUBCOMMANDS: dict[str, str] = {
     "evaluate": "score a checkpoint or bundle on a split",
     "export": "export a checkpoint as a serving bundle",
     "compare": "train and evaluate models side by side",
+    "tune": "search each model's settings on validation, retrain, measure",
     "plot": "draw a model's filters or a training history",
+    "retrain": "learn from the service's events: once, or by itself (the closed loop)",
+    "bundles": "list the bundle registry, add a bundle to it",
+    "rollback": "serve an earlier bundle of the registry",
     "serve": "run the recommendation service",
+    "experiment": "report an online experiment: rates per variant, tests between them",
     "demo": "train on generated data and serve it, end to end",
 }
 

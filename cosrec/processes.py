@@ -275,3 +275,200 @@ def tree_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 total_kb += int(line.split()[1])
     return total_kb / 1024
+
+
+@dataclass
+class SentinelProcess:
+    """A Redis Sentinel on loopback (redis-server --sentinel) watching one master by name.
+
+    Its configuration file is written into `directory` (Sentinel rewrites it as it learns the
+    other Sentinels, the replicas and each failover); its log goes to sentinel.log beside it.
+    """
+
+    port: int
+    directory: Path
+    master_name: str = "mymaster"
+    process: subprocess.Popen | None = None
+
+    def start(
+        self, master_port: int, quorum: int, down_after_ms: int, failover_timeout_ms: int
+    ) -> SentinelProcess:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"
+        name = self.master_name
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory.absolute()}\n"
+            f"logfile {(self.directory / 'sentinel.log').absolute()}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        self.process = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self.master() is not None, 10, f"Sentinel on {self.port} did not start")
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def master(self) -> dict | None:
+        """SENTINEL MASTER <name> as a dict of str (ip, port, flags, num-slaves,
+        num-other-sentinels, ...); None when this Sentinel does not answer."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"Sentinel on {self.port} exited with {self.process.returncode}")
+        client = self.client()
+        try:
+            reply = client.execute_command("SENTINEL", "MASTER", self.master_name)
+        except (redis.RedisError, OSError):
+            return None
+        finally:
+            client.close()
+        if isinstance(reply, dict):
+            return {_text(k): _text(v) for k, v in reply.items()}
+        return {_text(k): _text(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, 10)
+            self.process = None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# A primary starts a full sync at once (Redis waits 5 s by default for more replicas to join).
+_NODE_ARGS = ("--repl-diskless-sync-delay", "0")
+
+
+@dataclass
+class ReplicatedRedis:
+    """A primary, its replicas and Sentinels, all on loopback: Redis's asynchronous
+    replication with automatic failover. Kill the primary (`nodes[i].crash()`) and the
+    Sentinels promote a replica; start the old primary again and they make it a replica.
+
+    `sentinel_addresses` is what COSREC_REDIS_SENTINELS takes.
+    """
+
+    nodes: list[RedisProcess]  # nodes[0] starts as the primary
+    sentinels: list[SentinelProcess]
+    master_name: str = "mymaster"
+
+    @classmethod
+    def start(
+        cls,
+        directory: Path,
+        *,
+        replicas: int = 1,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        node_class: type[RedisProcess] = RedisProcess,
+        timeout_s: float = 30,
+    ) -> ReplicatedRedis:
+        """Start them and return once every Sentinel knows every replica and the other
+        Sentinels (before that, a Sentinel cannot reach a quorum: no failover)."""
+        primary = node_class(free_port(), directory / "node0", _NODE_ARGS)
+        group = cls([primary], [])
+        try:
+            primary.start()
+            for number in range(1, replicas + 1):
+                args = (*_NODE_ARGS, "--replicaof", "127.0.0.1", str(primary.port))
+                group.nodes.append(node_class(free_port(), directory / f"node{number}", args))
+                group.nodes[-1].start()
+            quorum = sentinels // 2 + 1
+            for number in range(sentinels):
+                sentinel = SentinelProcess(free_port(), directory / f"sentinel{number}")
+                group.sentinels.append(sentinel)
+                sentinel.start(primary.port, quorum, down_after_ms, failover_timeout_ms)
+            group.wait_settled(timeout_s)
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+    @property
+    def sentinel_addresses(self) -> str:
+        return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+
+    def master_port(self) -> int | None:
+        """The master's port as the running Sentinels agree on it (None: they disagree)."""
+        ports = {
+            int(master["port"])
+            for sentinel in self.sentinels
+            if sentinel.process is not None and (master := sentinel.master()) is not None
+        }
+        return ports.pop() if len(ports) == 1 else None
+
+    def primary(self) -> RedisProcess:
+        """The node the Sentinels name as master."""
+        port = self.master_port()
+        return next(node for node in self.nodes if node.port == port)
+
+    def settled(self) -> bool:
+        """Every running Sentinel names the same master, which is up and not failing over,
+        sees every other node as a replica with its link up, and knows the other Sentinels."""
+        port = self.master_port()
+        if port is None:
+            return False
+        running = [sentinel for sentinel in self.sentinels if sentinel.process is not None]
+        for sentinel in running:
+            master = sentinel.master()
+            flags = master["flags"].split(",") if master else ["unknown"]
+            if flags != ["master"]:  # s_down, o_down, failover_in_progress...
+                return False
+            if int(master["num-other-sentinels"]) < len(running) - 1:
+                return False
+            if int(master["num-slaves"]) < len(self.nodes) - 1:
+                return False
+        node = next((node for node in self.nodes if node.port == port), None)
+        info = _replication_info(node) if node is not None and node.process is not None else {}
+        replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        online = [replica for replica in replicas if replica.get("state") == "online"]
+        return info.get("role") == "master" and len(online) == len(self.nodes) - 1
+
+    def wait_settled(self, timeout_s: float) -> None:
+        wait_until(self.settled, timeout_s, "the Sentinels did not settle on a master")
+
+    def wait_failover(self, old_port: int, timeout_s: float) -> RedisProcess:
+        """The node promoted in place of `old_port`, once every Sentinel names it and it
+        answers as a master."""
+
+        def promoted() -> bool:
+            port = self.master_port()
+            node = next((node for node in self.nodes if node.port == port), None)
+            if node is None or port == old_port or node.process is None:
+                return False
+            return _replication_info(node).get("role") == "master"
+
+        wait_until(promoted, timeout_s, f"no failover away from port {old_port}")
+        return self.primary()
+
+    def rejoin(self, node: RedisProcess, timeout_s: float = 30) -> None:
+        """Start a crashed node again as a replica of the current master (what an operator does
+        with a failed primary's host; left to itself, Sentinel converts it only after its next
+        INFO period, ~10 s later) and wait until the group has settled with it."""
+        node.extra_args = (*_NODE_ARGS, "--replicaof", "127.0.0.1", str(self.primary().port))
+        node.start()
+        self.wait_settled(timeout_s)
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for node in self.nodes:
+            node.crash()
+
+
+def _replication_info(node: RedisProcess) -> dict:
+    """INFO replication of a node; empty when it does not answer."""
+    client = redis.Redis(port=node.port, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return client.info("replication")
+    except (redis.RedisError, OSError):
+        return {}
+    finally:
+        client.close()

@@ -32,6 +32,14 @@ class SequentialRecommender(nn.Module, ABC):
     name: ClassVar[str]  # the registry key, saved in checkpoints and bundles
     trainable: ClassVar[bool] = True  # False: fitted without gradients (see PopRec)
     hyperparameter_names: ClassVar[tuple[str, ...]] = ("L",)
+    # The state_dict entries with one row per item index, and per user index: a model trained
+    # on other vocabularies can hand these over row by row, by id (training.warm_start).
+    item_tables: ClassVar[tuple[str, ...]] = (
+        "item_embeddings.weight",
+        "output.weight.weight",
+        "output.bias.weight",
+    )
+    user_tables: ClassVar[tuple[str, ...]] = ("user_embeddings.weight",)
 
     num_users: int
     num_items: int

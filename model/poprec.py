@@ -20,6 +20,8 @@ class PopRec(SequentialRecommender):
     name = "poprec"
     trainable = False
     hyperparameter_names = ("L",)
+    item_tables = ("counts",)
+    user_tables = ()
     counts: torch.Tensor
 
     def __init__(self, num_users: int, num_items: int, L: int = 5) -> None:

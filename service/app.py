@@ -5,12 +5,15 @@ import logging
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from service.admission import AdmissionMiddleware
 from service.api import admin, health
 from service.api.errors import EXCEPTION_HANDLERS
 from service.api.events import events_router
 from service.api.floor import floor_router
+from service.api.items import items_router
 from service.api.recommend import recommend_router
 from service.bodies import JsonBody, document_bodies
+from service.catalogue import ItemAttributes
 from service.lifespan import lifespan
 from service.metrics import Metrics
 from service.middleware import RequestMetricsMiddleware
@@ -28,8 +31,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     schemas = request_schemas(settings)
     recommend_body = JsonBody(schemas.recommend, settings.max_body_bytes)
     events_body = JsonBody(schemas.events, settings.max_body_bytes)
+    item_body = JsonBody(ItemAttributes, settings.max_body_bytes)
+    items_body = JsonBody(schemas.items, settings.max_body_bytes)
 
-    routers = [recommend_router(recommend_body), events_router(events_body)]
+    routers = [
+        recommend_router(recommend_body, read_key=settings.read_api_key is not None),
+        events_router(events_body),
+        items_router(item_body, items_body, settings.max_id_length),
+    ]
     routers += [health.router, admin.router]
     if settings.bench_floor:
         routers.append(floor_router(recommend_body))
@@ -50,8 +59,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     # the routes' own labels; any other path is counted as "other" (bounded label values)
     routes = frozenset(route.path for route in app.routes if isinstance(route, APIRoute))
+    deadlines_s = {
+        "/recommend": settings.recommend_deadline_ms / 1000,
+        "/events": settings.events_deadline_ms / 1000,
+    }
+    # the last added runs first: every request is counted, shed ones included
+    app.add_middleware(
+        AdmissionMiddleware,
+        metrics=app.state.metrics,
+        deadlines_s=deadlines_s,
+        max_in_flight=settings.max_in_flight,
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, routes=routes)
-    document_bodies(app, [recommend_body, events_body])
+    document_bodies(app, [recommend_body, events_body, item_body, items_body])
     return app
 
 

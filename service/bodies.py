@@ -13,6 +13,9 @@ from typing import Any, Generic, TypeVar
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
+
+from service.batching import ClientGoneError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -39,13 +42,16 @@ class JsonBody(Generic[T]):
         """The body, refused with 413 as soon as it exceeds max_bytes (memory stays bounded)."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            raise HTTPException(413, f"body larger than {self.max_bytes} bytes")
+            raise _too_large(self.max_bytes)
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise HTTPException(413, f"body larger than {self.max_bytes} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise _too_large(self.max_bytes)
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone before the body was whole: nothing to answer
+            raise ClientGoneError() from None
         return b"".join(chunks)
 
     def openapi(self) -> dict[str, Any]:
@@ -54,6 +60,12 @@ class JsonBody(Generic[T]):
         return {
             "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}
         }
+
+
+def _too_large(max_bytes: int) -> HTTPException:
+    # Connection: close: the rest of the body is never read, so the connection cannot be
+    # reused (and the client learns to stop sending).
+    return HTTPException(413, f"body larger than {max_bytes} bytes", {"Connection": "close"})
 
 
 def document_bodies(app: FastAPI, bodies: list[JsonBody]) -> None:

@@ -18,6 +18,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 # The `_created` series double the output and nothing here reads them.
 disable_created_metrics()
@@ -88,10 +89,21 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.bundle_info = Gauge(
-            "cosrec_bundle_info",
-            "the serving bundle (value 1 for the model_version in use)",
-            ["model_version"],
+        self.shed = Counter(
+            "cosrec_requests_shed_total",
+            "requests dropped unserved by route and reason (overloaded, client_gone)",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.redis_memory_used = Gauge(
+            "cosrec_redis_memory_used_bytes",
+            "Redis used_memory (on a cluster: the fullest primary)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.redis_memory_max = Gauge(
+            "cosrec_redis_memory_max_bytes",
+            "Redis maxmemory (0: no limit)",
             registry=r,
             multiprocess_mode="livemax",
         )
@@ -107,20 +119,95 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self._model_version: str | None = None
+        # issue 14: the catalogue, business rules and experiments (variants come from the
+        # settings and event types from a fixed set: every label set is bounded)
+        self.recommendations = Counter(
+            "cosrec_recommendations_total",
+            "recommendations served, by variant and source",
+            ["variant", "source"],
+            registry=r,
+        )
+        self.recommended_items = Counter(
+            "cosrec_recommended_items_total",
+            "items recommended, by variant and why (model; popularity: topped up)",
+            ["variant", "reason"],
+            registry=r,
+        )
+        self.attributed = Counter(
+            "cosrec_attributed_interactions_total",
+            "stored events naming a recommendation_id, by its variant and the event type",
+            ["variant", "type"],
+            registry=r,
+        )
+        self.unrecorded = Counter(
+            "cosrec_recommendations_unrecorded_total",
+            "recommendations not written to the user's recommendations stream, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.shadow_overlap = Histogram(
+            "cosrec_shadow_top10_overlap",
+            "share of the served top 10 (model items) the shadow bundle ranks in its top 10",
+            ["variant"],
+            buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=r,
+        )
+        self.shadow = Counter(
+            "cosrec_shadow_requests_total",
+            "requests sampled for the shadow bundle, by result (scored, dropped, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.catalogue_items = Gauge(
+            "cosrec_catalogue_items",
+            "items in the worker's copy of the catalogue",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.catalogue_refreshed = Gauge(
+            "cosrec_catalogue_last_refresh_timestamp_seconds",
+            "Unix time the catalogue copy was last checked against Redis (oldest worker)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.catalogue_refresh_failures = Counter(
+            "cosrec_catalogue_refresh_failures_total",
+            "catalogue refreshes that failed (Redis unreachable); the copy serves on",
+            registry=r,
+        )
+        self.model_version: str | None = None
 
     def bundle_loaded(self, model_version: str, at: float) -> None:
-        if self._model_version is not None and self._model_version != model_version:
-            self.bundle_info.labels(self._model_version).set(0)
-        self.bundle_info.labels(model_version).set(1)
-        self._model_version = model_version
+        self.model_version = model_version
         self.last_reload.set(at)
 
     def exposition(self) -> tuple[bytes, str]:
-        """The text format: this process's registry, or the sum over all workers."""
+        """The text format: this process's registry, or the sum over all workers; plus
+        `cosrec_bundle_info` of the answering worker."""
         directory = multiprocess_dir()
         if directory is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+            registry = self.registry
+        else:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+        info = _BundleInfo(self.model_version)
+        return generate_latest(registry) + generate_latest(info), CONTENT_TYPE_LATEST
+
+
+class _BundleInfo:
+    """`cosrec_bundle_info{model_version}` 1 for the serving bundle, made at scrape time: one
+    series, never one per version ever loaded (a Gauge in the multiprocess files would keep
+    every version a worker had)."""
+
+    def __init__(self, model_version: str | None) -> None:
+        self.model_version = model_version
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "cosrec_bundle_info",
+            "the serving bundle of the answering worker",
+            labels=["model_version"],
+        )
+        if self.model_version is not None:
+            family.add_metric([self.model_version], 1)
+        return [family]

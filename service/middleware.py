@@ -6,6 +6,11 @@ import time
 
 from service.metrics import Metrics
 
+# Methods get their own label value; any other token httptools accepts (PROPFIND, PURGE...)
+# shares one, so a client cannot grow the number of series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ITEMS_PREFIX, ITEM_ROUTE = "/items/", "/items/{item_id}"
+
 
 class RequestMetricsMiddleware:
     """Counts and times every HTTP request by route (unknown paths share one label)."""
@@ -32,6 +37,12 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             path = scope["path"]
-            route = path if path in self.routes else "other"
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            if path in self.routes:
+                route = path
+            elif path.startswith(ITEMS_PREFIX):  # one label for every item id
+                route = ITEM_ROUTE
+            else:
+                route = "other"
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -14,21 +14,36 @@ from redis.exceptions import RedisError
 
 from contract.bundle import Bundle
 from contract.ids import GENERIC_USER_INDEX, input_rows
+from service.experiments import ShadowScorer, shadow_job
 from service.metrics import Metrics
-from service.ranking import Exclusions, RankedRows, exclusions, top_n_rows
+from service.ranking import Exclusions, exclusions, top_n_rows
+from service.rules import (
+    NO_RULES,
+    Answer,
+    CatalogueIndex,
+    Indexes,
+    Rules,
+    apply_rules,
+    capped_top,
+    popularity_answer,
+    top_up,
+)
 from service.store import History, RedisStore
 
 # Smaller batches run on the event loop: handing one row to a thread costs more latency (a
 # wake-up of the other CPU) than the overlap with HTTP work gains.
 OFFLOAD_MIN_ROWS = 4
+# The Redis read of a batch must end this long before its earliest deadline, leaving time to
+# score and rank (a batch of 64 takes ~6 ms in onnxruntime on the slower CPUs measured here).
+SCORING_ALLOWANCE_S = 0.025
 
 SOURCE_MODEL = "model"
 SOURCE_POPULARITY = "popularity"  # an unknown user with no history the model can read
-SOURCE_FALLBACK = "popularity_fallback"  # Redis was unreachable: no history could be read
+SOURCE_FALLBACK = "popularity_fallback"  # no history could be read in time (Redis down or slow)
 
 
 class RedisUnavailableError(Exception):
-    """Redis did not answer; the message says what failed."""
+    """Redis did not answer in time, and the settings say not to fall back (503)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,9 @@ class RecommendJob:
     n: int
     exclude_seen: bool
     exclude: tuple[str, ...]
+    deadline: float  # loop time by which the answer is due
+    rules: Rules = NO_RULES
+    variant: int = 0  # index into the Recommender's bundles (the experiment's variants)
 
 
 @dataclass(frozen=True)
@@ -45,37 +63,36 @@ class Recommendation:
     scores: list[float]
     source: str
     model_version: str
-
-
-def popularity_ranking(bundle: Bundle, n: int, excluded: set[str]) -> tuple[list[str], list[float]]:
-    items: list[str] = []
-    scores: list[float] = []
-    popularity = bundle.manifest.popularity
-    for item, count in zip(popularity.items, popularity.counts, strict=True):
-        if item not in excluded:
-            items.append(item)
-            scores.append(float(count))
-            if len(items) == n:
-                break
-    return items, scores
+    # why the popularity ranking answered (no_history, redis_unavailable, deadline): counted by
+    # the route for the answer it sends, so a job answered twice is counted once
+    popularity_reason: str | None = None
+    # the first `from_model` items are the model's; the rest topped the answer up (popularity)
+    from_model: int = 0
 
 
 class Recommender:
-    """Turns a batch of jobs into recommendations with the bundle current at batch start."""
+    """Turns a batch of jobs into recommendations, each job with its variant's bundle as it was
+    at batch start, honouring the rules (service.rules) on every path."""
 
     def __init__(
         self,
-        current_bundle: Callable[[], Bundle],
+        current_bundles: Callable[[], Sequence[Bundle]],
         store: RedisStore,
         metrics: Metrics,
         window_factor: int,
         redis_fallback: bool,
+        indexes: Indexes,
+        shadow: ShadowScorer | None = None,
+        variant_names: Sequence[str] = ("A",),
     ) -> None:
-        self._current_bundle = current_bundle
+        self._current_bundles = current_bundles
         self._store = store
         self._metrics = metrics
         self._window_factor = window_factor
         self._redis_fallback = redis_fallback
+        self._indexes = indexes
+        self._shadow = shadow
+        self._variant_names = list(variant_names)
         # one thread: offloaded batches run one after the other, each with the settings' ORT
         # threads (a small batch may run on the event loop meanwhile: Session.run is
         # thread-safe)
@@ -85,26 +102,75 @@ class Recommender:
         self._inference_thread.shutdown(wait=True)
 
     async def process(self, jobs: list[RecommendJob]) -> list[Recommendation]:
-        # One reference for the whole batch: a reload swaps the holder, never this bundle.
-        bundle = self._current_bundle()
-        window = bundle.sequence_length * self._window_factor
+        # One reference per variant for the whole batch: a reload swaps the holder, never these.
+        bundles = self._current_bundles()
+        windows = [bundle.sequence_length * self._window_factor for bundle in bundles]
+        # Until the latest deadline of the batch: a job due earlier is answered at its own
+        # deadline by its route (from popularity) and does not cut the others' read short.
+        loop_now = asyncio.get_running_loop().time()
+        remaining = max(job.deadline for job in jobs) - loop_now - SCORING_ALLOWANCE_S
         try:
-            histories = await self._store.read([(j.user_id, window, j.exclude_seen) for j in jobs])
-        except (RedisError, OSError) as error:
+            histories = await self._store.read(
+                [(j.user_id, windows[j.variant], j.exclude_seen) for j in jobs], remaining
+            )
+        except (RedisError, OSError) as error:  # TimeoutError is an OSError
             if not self._redis_fallback:
-                raise RedisUnavailableError(f"redis unavailable: {error}") from error
-            self._metrics.popularity.labels("redis_unavailable").inc(len(jobs))
-            return [self._popular(bundle, job, SOURCE_FALLBACK) for job in jobs]
-        return await self._score(bundle, jobs, histories)
+                raise RedisUnavailableError(str(error) or type(error).__name__) from error
+            reason = "deadline" if isinstance(error, TimeoutError) else "redis_unavailable"
+            return self.fallbacks(jobs, reason, bundles)
+        now = time.time()
+        if len(bundles) == 1 or all(job.variant == jobs[0].variant for job in jobs):
+            return await self._score(bundles[jobs[0].variant], jobs, histories, now)
+        results: list[Recommendation | None] = [None] * len(jobs)
+        for variant, bundle in enumerate(bundles):
+            positions = [p for p, job in enumerate(jobs) if job.variant == variant]
+            if positions:
+                answers = await self._score(
+                    bundle, [jobs[p] for p in positions], [histories[p] for p in positions], now
+                )
+                for position, answer in zip(positions, answers, strict=True):
+                    results[position] = answer
+        return results  # type: ignore[return-value]  # every job has a variant
 
-    def _popular(self, bundle: Bundle, job: RecommendJob, source: str) -> Recommendation:
-        items, scores = popularity_ranking(bundle, job.n, set(job.exclude))
-        return Recommendation(items, scores, source, bundle.model_version)
+    def fallbacks(
+        self, jobs: list[RecommendJob], reason: str, bundles: Sequence[Bundle] | None = None
+    ) -> list[Recommendation]:
+        """Popularity for jobs whose history could not be read in time (`reason`); the rules
+        hold, the seen items cannot be known."""
+        bundles = bundles or self._current_bundles()
+        now = time.time()
+        return [
+            self._popular(bundles[job.variant], job, SOURCE_FALLBACK, reason, set(job.exclude), now)
+            for job in jobs
+        ]
+
+    def past_deadline(self, job: RecommendJob) -> Recommendation:
+        """The answer to a job whose deadline passed before its batch answered it."""
+        if not self._redis_fallback:
+            raise RedisUnavailableError("no answer by the deadline")
+        return self.fallbacks([job], "deadline")[0]
+
+    def _popular(
+        self,
+        bundle: Bundle,
+        job: RecommendJob,
+        source: str,
+        reason: str,
+        excluded: set[str],
+        now: float,
+    ) -> Recommendation:
+        answer = popularity_answer(self._indexes.get(bundle), job.rules, job.n, excluded, now)
+        return Recommendation(answer.item_ids, answer.scores, source, bundle.model_version, reason)
 
     async def _score(
-        self, bundle: Bundle, jobs: list[RecommendJob], histories_read: list[History]
+        self,
+        bundle: Bundle,
+        jobs: list[RecommendJob],
+        histories_read: list[History],
+        now: float,
     ) -> list[Recommendation]:
         vocabulary = bundle.items
+        index = self._indexes.get(bundle)
         histories = [vocabulary.lookup_utf8(history.recent_items) for history in histories_read]
         all_items = input_rows(histories, bundle.sequence_length)
         all_users = np.fromiter(
@@ -116,8 +182,10 @@ class Recommender:
         rows: list[int] = []
         for position, job in enumerate(jobs):
             if all_users[position] == GENERIC_USER_INDEX and not all_items[position].any():
-                self._metrics.popularity.labels("no_history").inc()
-                results[position] = self._popular(bundle, job, SOURCE_POPULARITY)
+                excluded = _excluded_set(job, histories_read[position])
+                results[position] = self._popular(
+                    bundle, job, SOURCE_POPULARITY, "no_history", excluded, now
+                )
             else:
                 rows.append(position)
         if not rows:
@@ -127,24 +195,40 @@ class Recommender:
             vocabulary.utf8_positions, [_excluded_ids(jobs[p], histories_read[p]) for p in rows]
         )
         n = np.fromiter((jobs[p].n for p in rows), dtype=np.intp, count=len(rows))
-        work = partial(_score_and_rank, bundle, items, users, n, excluded)
+        rules = [jobs[p].rules for p in rows]
+        work = partial(_score_and_rank, bundle, index, items, users, n, excluded, rules, now)
         if len(rows) >= OFFLOAD_MIN_ROWS:
             # onnxruntime and numpy release the GIL: HTTP keeps flowing on the event loop
             loop = asyncio.get_running_loop()
-            ranked, inference_s = await loop.run_in_executor(self._inference_thread, work)
+            answers, inference_s = await loop.run_in_executor(self._inference_thread, work)
         else:
-            ranked, inference_s = work()
+            answers, inference_s = work()
         self._metrics.inference_seconds.observe(inference_s)
         self._metrics.batch_size.observe(len(rows))
-        item_ids = bundle.manifest.items
-        columns, scores = ranked.columns.tolist(), ranked.scores.tolist()
-        for row, (position, count) in enumerate(zip(rows, ranked.counts.tolist(), strict=True)):
+        shadow = self._shadow
+        for position, answer in zip(rows, answers, strict=True):
+            job = jobs[position]
+            if len(answer.item_ids) < job.n:  # the model's eligible items ran out
+                excluded_ids = _excluded_set(job, histories_read[position])
+                top_up(answer, index, job.rules, job.n, excluded_ids, now, after_model=True)
             results[position] = Recommendation(
-                [item_ids[c] for c in columns[row][:count]],
-                scores[row][:count],
+                answer.item_ids,
+                answer.scores,
                 SOURCE_MODEL,
                 bundle.model_version,
+                from_model=answer.from_model,
             )
+            if shadow is not None and answer.from_model and shadow.wants():
+                shadow.offer(
+                    shadow_job(
+                        job.user_id,
+                        histories_read[position],
+                        job.exclude,
+                        job.rules,
+                        answer.item_ids[: answer.from_model],
+                        self._variant_names[job.variant],
+                    )
+                )
         return results  # type: ignore[return-value]  # every position is filled above
 
 
@@ -154,11 +238,49 @@ def _excluded_ids(job: RecommendJob, history: History) -> list[bytes]:
     return [*map(str.encode, job.exclude), *seen] if job.exclude else seen
 
 
+def _excluded_set(job: RecommendJob, history: History) -> set[str]:
+    """The ids a job's answer must leave out, as text (for the popularity walk)."""
+    seen = history.seen_items or []
+    return {*job.exclude, *(item.decode() for item in seen)}
+
+
 def _score_and_rank(
-    bundle: Bundle, items: np.ndarray, users: np.ndarray, n: np.ndarray, excluded: Exclusions
-) -> tuple[RankedRows, float]:
-    """The ranked rows and the seconds onnxruntime took."""
+    bundle: Bundle,
+    index: CatalogueIndex,
+    items: np.ndarray,
+    users: np.ndarray,
+    n: np.ndarray,
+    excluded: Exclusions,
+    rules: list[Rules],
+    now: float,
+) -> tuple[list[Answer], float]:
+    """Each row's answer from the model (excluded and ineligible items left out, the cap per
+    category applied) and the seconds onnxruntime took."""
     started = time.perf_counter()
     scores = bundle.score(items, users)
     inference_s = time.perf_counter() - started
-    return top_n_rows(scores, n, excluded), inference_s
+    apply_rules(scores, index, rules, now)
+    capped = [row for row, row_rules in enumerate(rules) if row_rules.max_per_category]
+    wanted = n
+    if capped:
+        n = n.copy()
+        n[capped] = 0  # ranked below, with the cap
+    ranked = top_n_rows(scores, n, excluded)  # applies the exclusions to every row
+    item_ids = bundle.manifest.items
+    columns, top_scores = ranked.columns.tolist(), ranked.scores.tolist()
+    answers = []
+    for row, count in enumerate(ranked.counts.tolist()):
+        answers.append(
+            Answer([item_ids[c] for c in columns[row][:count]], top_scores[row][:count], count, {})
+        )
+    for row in capped:
+        chosen, per_category = capped_top(
+            scores[row], int(wanted[row]), rules[row].max_per_category, index.column_categories
+        )
+        answers[row] = Answer(
+            [item_ids[c] for c in chosen],
+            scores[row, chosen].tolist(),
+            len(chosen),
+            per_category,
+        )
+    return answers, inference_s

@@ -37,11 +37,14 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 
 class BundleHolder:
-    def __init__(self, path: Path, device: str, threads: int, metrics: Metrics) -> None:
+    def __init__(
+        self, path: Path, device: str, threads: int, metrics: Metrics, primary: bool = True
+    ) -> None:
         self.path = path
         self._device = device
         self._threads = threads
         self._metrics = metrics
+        self._primary = primary  # the serving bundle: its version is cosrec_bundle_info's
         self._lock = asyncio.Lock()
         self._seen_signature = _signature(path)
         self._bundle = self._load()  # BundleError propagates: the service cannot start
@@ -56,7 +59,8 @@ class BundleHolder:
 
     def _record(self, bundle: Bundle) -> None:
         self._metrics.reloads.labels("success").inc()
-        self._metrics.bundle_loaded(bundle.model_version, time.time())
+        if self._primary:
+            self._metrics.bundle_loaded(bundle.model_version, time.time())
 
     async def reload(self) -> ReloadResult:
         """Load the bundle at the path again; swap it in only when it verifies."""
@@ -71,18 +75,25 @@ class BundleHolder:
                         f"bundle's {old.sequence_length}"
                     )
             except BundleError as error:
-                self._metrics.reloads.labels("failure").inc()
-                log.error("bundle reload refused, still serving %s: %s", old.model_version, error)
-                return ReloadResult(False, old.model_version, str(error))
+                return self._refuse(old, str(error))
+            except Exception as error:  # a bug or an odd bundle must never cost the service
+                log.exception("bundle reload failed unexpectedly")
+                return self._refuse(old, f"unexpected error: {type(error).__name__}: {error}")
             self._bundle = new
             self._record(new)
             log.info("bundle reloaded: %s -> %s", old.model_version, new.model_version)
             return ReloadResult(True, new.model_version)
 
+    def _refuse(self, old: Bundle, reason: str) -> ReloadResult:
+        self._metrics.reloads.labels("failure").inc()
+        log.error("bundle reload refused, still serving %s: %s", old.model_version, reason)
+        return ReloadResult(False, old.model_version, reason)
+
     async def watch(self, interval_s: float) -> None:
-        """Reload whenever the manifest on disk changes (each change is tried once)."""
+        """Reload whenever the manifest on disk changes: each change is tried once, and a
+        refused bundle is tried again when its files change again."""
         while True:
             await asyncio.sleep(interval_s)
             signature = _signature(self.path)
             if signature is not None and signature != self._seen_signature:
-                await self.reload()
+                await self.reload()  # never raises: a failure is a refusal

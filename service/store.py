@@ -15,53 +15,8 @@ from redis.exceptions import NoScriptError, RedisError
 from contract.redis_layout import item_of_sequence_member, user_keys
 from service import pipelining
 from service.metrics import Metrics
+from service.retention import EVENTS_SCRIPT, RetentionPolicy
 from service.settings import Settings
-
-# One call applies one user's part of a request atomically. One INCRBY reserves a counter value
-# per event; per event: skip it when its event_id is already remembered (ZADD NX answers 0);
-# otherwise insert it into the time-ordered sequence (ties keep arrival order through the
-# zero-padded counter), add a known item to the seen set and append it to the user's log
-# stream. Then trim the bounded keys, only once they can exceed their bound: each holds at
-# most one entry per counted event (and always when the counter starts afresh, in case it was
-# lost while the other keys stayed). Returns 1 (stored) or 0 (duplicate) per event.
-# (Few redis.call per event: each costs far more inside Lua than the command itself.)
-EVENTS_SCRIPT = """
-local max_history = tonumber(ARGV[1])
-local max_ids = tonumber(ARGV[2])
-local events = (#ARGV - 2) / 4
-local counter = redis.call('INCRBY', KEYS[5], events) - events
-local with_ids = false
-local stored = {}
-for i = 3, #ARGV, 4 do
-  local eid, item, ts, known = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  counter = counter + 1
-  local fresh = 1
-  if eid ~= '' then
-    with_ids = true
-    fresh = redis.call('ZADD', KEYS[3], 'NX', counter, eid)
-  end
-  if fresh == 1 then
-    redis.call('ZADD', KEYS[1], ts, string.format('%012d:%s', counter, item))
-    if known == '1' then
-      redis.call('SADD', KEYS[2], item)
-    end
-    if eid ~= '' then
-      redis.call('XADD', KEYS[4], '*', 'item', item, 'ts', ts, 'eid', eid)
-    else
-      redis.call('XADD', KEYS[4], '*', 'item', item, 'ts', ts)
-    end
-  end
-  stored[#stored + 1] = fresh
-end
-local fresh_counter = counter == events  -- new user, or a counter lost (evicted, deleted)
-if counter > max_history or fresh_counter then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -max_history - 1)
-end
-if with_ids and (counter > max_ids or fresh_counter) then
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_ids - 1)
-end
-return stored
-"""
 
 
 class Event(NamedTuple):
@@ -69,8 +24,11 @@ class Event(NamedTuple):
 
     item_id: bytes  # UTF-8, as sent to Redis
     timestamp: float
-    event_id: str | None
+    event_id: bytes  # the client's, or one the service assigned (so no retry applies it twice)
+    fingerprint: bytes  # of what the client sent (item, timestamp): a reused id is a conflict
     known: bool  # the item is in the serving model's catalogue
+    type: bytes = b""  # view, click, purchase... (b"": none given)
+    rid: bytes = b""  # the recommendation_id it names (b"": none)
 
 
 class UserEvents(NamedTuple):
@@ -85,6 +43,10 @@ class History(NamedTuple):
 
     recent_items: list[bytes]
     seen_items: list[bytes] | None
+
+
+# What one event's script call answers for it.
+STORED, DUPLICATE, CONFLICT = 1, 0, 2
 
 
 def connect(settings: Settings) -> aioredis.Redis:
@@ -120,10 +82,6 @@ class _Script:
     sha: bytes | None = None
 
 
-def _bytes(value: str | int | float) -> bytes:
-    return value.encode() if isinstance(value, str) else repr(value).encode()
-
-
 class RedisStore:
     """Many users per round trip, every round trip bounded by timeout_s.
 
@@ -134,22 +92,26 @@ class RedisStore:
         self,
         client: aioredis.Redis,
         prefix: str,
-        max_history: int,
-        max_event_ids: int,
+        retention: RetentionPolicy,
         timeout_s: float,
         metrics: Metrics,
+        replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self.retention = retention
         self.timeout_s = timeout_s
         self.metrics = metrics
+        self.replica_acks = replica_acks
+        self.replica_ack_timeout_ms = replica_ack_timeout_ms
         self._events = _Script(EVENTS_SCRIPT)
-        self._limits = [_bytes(max_history), _bytes(max_event_ids)]
 
-    async def ping(self) -> bool:
-        """Redis answers; on a cluster, every primary answers (each holds some users)."""
+    async def ping(self, timeout_s: float | None = None) -> bool:
+        """Redis answers within `timeout_s` (default: the store's); on a cluster, every primary
+        answers (each holds some users)."""
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self._bound(timeout_s)):
                 if isinstance(self.client, aioredis.RedisCluster):
                     await self.client.initialize()  # no-op once the slot map is known
                     nodes = self.client.get_primaries()
@@ -162,47 +124,53 @@ class RedisStore:
         except (RedisError, OSError):
             return False
 
-    async def append(self, groups: Sequence[UserEvents]) -> list[list[int]]:
-        """Apply every user's events: one atomic script per user, one round trip in all.
+    async def append(
+        self, groups: Sequence[UserEvents], timeout_s: float | None = None
+    ) -> list[list[int]]:
+        """Apply every user's events: one atomic script per user, one round trip in all,
+        bounded by `timeout_s` (default: the store's).
 
-        Returns, per group, 1 (stored) or 0 (duplicate event_id) per event. Raises when Redis
-        did not confirm every group; the caller then reports nothing as stored.
+        Returns, per group, STORED, DUPLICATE or CONFLICT per event. Raises when Redis did
+        not confirm every group; the caller then reports nothing as stored.
         """
+        limits = self.retention.script_args(int(time.time() * 1000))
         calls: list[list[bytes]] = []
         for group in groups:
             keys = [key.encode() for key in user_keys(self.prefix, group.user_id).all()]
-            args = [b"%d" % len(keys), *keys, *self._limits]
+            args = [b"%d" % len(keys), *keys, *limits]
             for event in group.events:
-                args += [
-                    (event.event_id or "").encode(),
-                    event.item_id,
-                    repr(event.timestamp).encode(),
-                    b"1" if event.known else b"0",
-                ]
+                args += [event.event_id, event.item_id, repr(event.timestamp).encode()]
+                args += [event.fingerprint, event.type, event.rid]
             calls.append(args)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self._bound(timeout_s)):
                 results = await self._run_script(self._events, calls)
         finally:
             self.metrics.redis_seconds.labels("events").observe(time.perf_counter() - started)
         return [[int(flag) for flag in result] for result in results]
 
-    async def read(self, requests: Sequence[tuple[str, int, bool]]) -> list[History]:
-        """Each (user_id, window, with_seen): the user's last `window` items and seen items.
+    def _bound(self, timeout_s: float | None) -> float:
+        return self.timeout_s if timeout_s is None else max(0.0, min(timeout_s, self.timeout_s))
 
-        Plain ZRANGE and SMEMBERS (no script: a read needs no atomicity, and Lua would cost
-        Redis several times the commands' own time to copy the replies).
+    async def read(
+        self, requests: Sequence[tuple[str, int, bool]], timeout_s: float | None = None
+    ) -> list[History]:
+        """Each (user_id, window, with_seen): the user's last `window` items and seen items,
+        in one round trip bounded by `timeout_s` (default: the store's).
+
+        Plain ZRANGEs (no script: a read needs no atomicity, and Lua would cost Redis several
+        times the commands' own time to copy the replies).
         """
         commands: list[list[bytes]] = []
         for user_id, window, with_seen in requests:
             keys = user_keys(self.prefix, user_id)
             commands.append([b"ZRANGE", keys.sequence.encode(), b"%d" % -window, b"-1"])
             if with_seen:
-                commands.append([b"SMEMBERS", keys.seen.encode()])
+                commands.append([b"ZRANGE", keys.seen.encode(), b"0", b"-1"])
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self._bound(timeout_s)):
                 replies = await pipelining.execute(self.client, commands)
         finally:
             self.metrics.redis_seconds.labels("read").observe(time.perf_counter() - started)
@@ -214,26 +182,58 @@ class RedisStore:
             histories.append(History(recent, list(next(position)) if with_seen else None))
         return histories
 
+    async def memory(self) -> MemoryStatus:
+        """Redis's used and maximum memory (on a cluster: of the fullest primary)."""
+        async with asyncio.timeout(self.timeout_s):
+            if isinstance(self.client, aioredis.RedisCluster):
+                infos = (await self.client.info("memory", target_nodes="primaries")).values()
+            else:
+                infos = [await self.client.info("memory")]
+        statuses = [MemoryStatus(int(i["used_memory"]), int(i.get("maxmemory", 0))) for i in infos]
+        return max(statuses, key=MemoryStatus.ratio)
+
     async def _run_script(self, script: _Script, calls: list[list[bytes]]) -> list:
         """EVALSHA of `script` with each call's arguments (numkeys, keys, args), one round
-        trip; loads the script first, and again for calls that find it missing."""
+        trip; loads the script first, and again for calls that find it missing. With
+        `replica_acks`, the same round trip ends with WAIT: the writes must reach that many
+        replicas, or ReplicationError (the writes are then not confirmed)."""
         if script.sha is None:
             script.sha = (await self.client.script_load(script.source)).encode()
-        replies = await pipelining.execute(
-            self.client, [[b"EVALSHA", script.sha, *args] for args in calls]
-        )
+        replies = await self._execute([[b"EVALSHA", script.sha, *args] for args in calls])
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             # Redis lost its script cache (restart, failover, SCRIPT FLUSH): a NOSCRIPT reply
             # means that call did not run, so running it now applies it exactly once.
             script.sha = (await self.client.script_load(script.source)).encode()
-            retried = await pipelining.execute(
-                self.client, [[b"EVALSHA", script.sha, *calls[i]] for i in missing]
-            )
+            retried = await self._execute([[b"EVALSHA", script.sha, *calls[i]] for i in missing])
             for i, reply in zip(missing, retried, strict=True):
                 replies[i] = reply
         _raise_first_error(replies)
         return replies
+
+    async def _execute(self, commands: list[list[bytes]]) -> list:
+        if not self.replica_acks:
+            return await pipelining.execute(self.client, commands)
+        wait = [b"WAIT", b"%d" % self.replica_acks, b"%d" % self.replica_ack_timeout_ms]
+        *replies, acknowledged = await pipelining.execute(self.client, [*commands, wait])
+        if isinstance(acknowledged, Exception) or acknowledged < self.replica_acks:
+            raise ReplicationError(
+                f"{acknowledged} of {self.replica_acks} replicas acknowledged the writes"
+            )
+        return replies
+
+
+class ReplicationError(RedisError):
+    """Redis applied the writes, but fewer replicas than required confirmed them."""
+
+
+@dataclass(frozen=True)
+class MemoryStatus:
+    used_bytes: int
+    max_bytes: int  # 0: no limit set
+
+    def ratio(self) -> float:
+        return self.used_bytes / self.max_bytes if self.max_bytes else 0.0
 
 
 def _raise_first_error(replies: list) -> None:

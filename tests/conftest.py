@@ -52,7 +52,9 @@ def redis_url(redis_process: RedisProcess) -> Iterator[str]:
         redis_process.start()
 
 
-def export_small_bundle(out_dir: Path, *, seed: int, L: int = 5, epochs: int = 2) -> Path:
+def export_small_bundle(
+    out_dir: Path, *, seed: int, L: int = 5, epochs: int = 2, num_items: int = 30
+) -> Path:
     """Train a small CosRec on generated data (`epochs=0`: random weights) and export it."""
     import torch
 
@@ -63,7 +65,7 @@ def export_small_bundle(out_dir: Path, *, seed: int, L: int = 5, epochs: int = 2
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    data = generate_log(num_users=40, num_items=30, length_range=(8, 16), seed=0)
+    data = generate_log(num_users=40, num_items=num_items, length_range=(8, 16), seed=0)
     model = build_model("cosrec", data.num_users, data.num_items, L=L, **SMALL_COSREC)
     if epochs:
         fit(model, data, TrainConfig(epochs=epochs, L=L, seed=seed, progress=False))
@@ -86,6 +88,13 @@ def other_bundle(tmp_path_factory) -> Path:
 def long_bundle(tmp_path_factory) -> Path:
     """A valid model reading L=6 items instead of 5."""
     return export_small_bundle(tmp_path_factory.mktemp("bundles") / "long", seed=3, L=6, epochs=0)
+
+
+@pytest.fixture(scope="session")
+def wider_bundle(tmp_path_factory) -> Path:
+    """A valid model over a catalogue of one more item (i31) than the main bundle's."""
+    directory = tmp_path_factory.mktemp("bundles") / "wider"
+    return export_small_bundle(directory, seed=4, epochs=0, num_items=31)
 
 
 @pytest.fixture

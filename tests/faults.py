@@ -230,3 +230,88 @@ def stored_rows(outcomes: list[Outcome]) -> set[LoggedRow]:
 
 def kill_process(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- hang, overload, failover
+
+
+@dataclass(frozen=True)
+class Answer(Outcome):
+    """An Outcome with what a client needs to act on a 503: Retry-After and the raw body."""
+
+    retry_after: str | None = None
+    text: str = ""
+
+
+@dataclass
+class RecordingMixedLoad(MixedLoad):
+    """MixedLoad whose outcomes are Answers (Retry-After header and body text kept)."""
+
+    def _send(self, http: httpx.Client, route: str, body: dict, event: dict | None) -> None:
+        sent = time.monotonic()
+        try:
+            reply = http.post("/" + route, json=body)
+        except httpx.TransportError:
+            self.outcomes.append(Answer(route, sent, time.monotonic(), 0, None, event))
+            return
+        self.outcomes.append(
+            Answer(
+                route,
+                sent,
+                time.monotonic(),
+                reply.status_code,
+                _json_or_none(reply),
+                event,
+                reply.headers.get("retry-after"),
+                reply.text,
+            )
+        )
+
+
+_event_loads = itertools.count()
+
+
+@dataclass
+class EventLoad(RecordingMixedLoad):
+    """`clients` threads, each sending one-event POST /events requests (event_ids unique
+    across every load of a process) as fast as answers come (or every `pause_s`)."""
+
+    def _client(self, number: int) -> None:
+        chooser = random.Random(number)
+        load = next(_event_loads)
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout_s) as http:
+            for sequence in itertools.count():
+                if self._stopping.is_set():
+                    return
+                event = {
+                    "user_id": f"load-{chooser.randrange(self.users)}",
+                    "item_id": chooser.choice(self.items),
+                    "timestamp": float(next(_timestamps)),
+                    "event_id": f"l{load}c{number}-{sequence}",
+                }
+                self._send(http, "events", {"events": [event]}, event)
+                if self.pause_s:
+                    time.sleep(self.pause_s)
+
+
+def row_of(event: dict) -> LoggedRow:
+    """An event as the event log reads it back."""
+    return (event["user_id"], event["item_id"], event["timestamp"])
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The service's GET /metrics as {(sample name, sorted label pairs): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def shed_count(samples: dict, route: str, reason: str) -> float:
+    """cosrec_requests_shed_total{route, reason} in metric_samples' answer (0 if absent)."""
+    labels = (("reason", reason), ("route", route))
+    return samples.get(("cosrec_requests_shed_total", labels), 0.0)

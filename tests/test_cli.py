@@ -128,7 +128,7 @@ def test_train_synthetic_end_to_end(tmp_path):
     out = tmp_path / "bundle"
     assert main(["train", "--synthetic", "--epochs", "2", "--out", str(out), *SMALL]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["sequence_length"] == 5
     assert manifest["metrics"]["validation_selected"]["epoch"] in (1, 2)
     ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -153,7 +153,8 @@ def _bad_data(tmp_path: Path) -> Path:
         (["train", "--data", "{missing}", "--out", "X"], "missing"),
         (["train", "--data", "{bad}", "--format", "caser", "--out", "X"], "bad.txt:3"),
         (["split", "--data", "{bad}", "--format", "caser", "--out", "X"], "bad.txt:3"),
-        (["split", "--data", "{bad}", "--format", "parquet", "--out", "X"], "--format"),
+        (["split", "--data", "{bad}", "--format", "xml", "--out", "X"], "--format"),
+        (["split", "--data", "{bad}", "--format", "parquet", "--out", "X"], "as Parquet"),
         (["evaluate", "--split", "{missing}", "--bundle", "B"], "missing"),
         (["evaluate", "--split", "{tmp}", "--checkpoint", "{bad}"], "train"),
         (["export", "--checkpoint", "{bad}", "--out", "X"], "bad.txt"),

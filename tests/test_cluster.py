@@ -70,8 +70,13 @@ def test_events_recommendations_and_log_on_a_cluster(cluster, cluster_service, i
     first = httpx.post(url + "/events", json={"events": events}, timeout=30)
     retry = httpx.post(url + "/events", json={"events": events[:50]}, timeout=30)
     assert first.status_code == 200, first.text
-    assert first.json() == {"accepted": len(events), "duplicates": 0, "unknown_items": 0}
-    assert retry.json() == {"accepted": 0, "duplicates": 50, "unknown_items": 0}
+    assert first.json() == {
+        "accepted": len(events),
+        "duplicates": 0,
+        "conflicts": 0,
+        "unknown_items": 0,
+    }
+    assert retry.json() == {"accepted": 0, "duplicates": 50, "conflicts": 0, "unknown_items": 0}
     for user in users[:5]:
         body = httpx.post(url + "/recommend", json={"user_id": user, "n": 5}).json()
         assert body["source"] == "model"

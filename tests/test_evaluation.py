@@ -143,3 +143,20 @@ def test_rejects_wrong_shapes_and_empty_tests() -> None:
     empty = make_split([[1, 2]], [[]], num_items=4)
     with pytest.raises(ValueError, match="no user has test items"):
         evaluate(lambda users, _histories: torch.zeros(len(users), 5), empty)
+
+
+@pytest.mark.parametrize("max_hits", [0, 10_000], ids=["sort", "comparison"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_both_ways_of_ranking_hits_match_the_loop(monkeypatch, max_hits, dtype) -> None:
+    """Rows sorted whole, or each hit's rank counted by comparison (sparse test sets): the
+    same figures, ties and -inf included."""
+    import training.evaluation
+
+    monkeypatch.setattr(training.evaluation, "RANK_BY_COMPARISON_MAX_HITS", max_hits)
+    split, rng = random_case(seed=3)
+    table = rng.integers(-3, 4, size=(split.train.num_users + 1, split.train.num_items + 1))
+    table = table.astype(dtype)
+    table[:, 1:4] = [-0.0, 0.0, -np.inf]
+    table[::7] += rng.standard_normal(table[::7].shape).astype(dtype)  # some rows without ties
+    result = evaluate(table_score_fn(split, table), split, batch_size=40)
+    assert_close(result, loop_evaluate(split, table))

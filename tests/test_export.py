@@ -111,9 +111,13 @@ def test_manifest_follows_the_bundle_contract(exported):
     manifest = json.loads((bundle / "manifest.json").read_text())
     sha256 = hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
 
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["onnx_sha256"] == sha256
-    assert manifest["model_version"] == f"{model.name}-{sha256[:12]}"
+    # the identity covers both files: every manifest field but itself, onnx_sha256 included
+    content = {key: value for key, value in manifest.items() if key != "model_version"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    assert manifest["model_version"] == f"{model.name}-{digest[:12]}"
     assert manifest["model"] == {
         "name": model.name,
         "hyperparameters": json.loads(json.dumps(model.hyperparameters())),

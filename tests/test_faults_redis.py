@@ -73,7 +73,7 @@ def test_redis_crash_and_restart_under_load(durable_redis, bundle_dir, tmp_path)
     events_during = [o for o in during if o.route == "events"]
     assert events_during
     assert all(o.status == 503 for o in events_during), Counter(o.status for o in events_during)
-    assert all("redis unavailable" in o.body["detail"] for o in events_during)
+    assert all("Redis unavailable" in o.body["detail"] for o in events_during)
     for o in (o for o in during if o.route == "recommend"):
         assert o.status == 503 or (o.status == 200 and o.body["source"] == "popularity_fallback")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from contract.bundle import Manifest
 from cosrec.processes import ServiceProcess
 from faults import MixedLoad
 
@@ -43,10 +44,12 @@ def truncate_onnx(bundle: Path) -> None:
 
 
 def truncate_onnx_with_matching_sha(bundle: Path) -> None:
-    """Past the checksum: the ONNX parser itself must refuse it."""
+    """Past the checksum and the identity: the ONNX parser itself must refuse it."""
     truncate_onnx(bundle)
     digest = hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
-    edit_manifest(bundle, onnx_sha256=digest)
+    fields = {**manifest(bundle), "onnx_sha256": digest}
+    del fields["model_version"]
+    (bundle / "manifest.json").write_text(Manifest.create(**fields).to_json())
 
 
 def request_outcomes(outcomes) -> Counter:
@@ -60,8 +63,8 @@ def test_corrupt_bundles_are_refused_under_load(main_bundle, long_bundle, redis_
     corruptions: list[tuple[Path, Callable[[Path], None] | None, str]] = [
         (main_bundle, truncate_onnx, "sha256"),
         (main_bundle, truncate_onnx_with_matching_sha, "model.onnx does not load"),
-        (main_bundle, lambda b: edit_manifest(b, onnx_sha256="0" * 64), "sha256"),
-        (main_bundle, lambda b: edit_manifest(b, format_version=2), "format_version"),
+        (main_bundle, lambda b: edit_manifest(b, onnx_sha256="0" * 64), "model_version"),
+        (main_bundle, lambda b: edit_manifest(b, format_version=3), "format_version"),
         (long_bundle, None, "sequence_length 6"),  # a valid bundle, but reading L=6, not 5
     ]
     service = ServiceProcess.start(

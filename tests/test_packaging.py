@@ -73,3 +73,12 @@ def test_api_waits_for_redis_and_a_trained_bundle() -> None:
 def test_build_context_leaves_out_environments_and_data() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "data", "docker/data", "bench", "tests", "**/*.csv"} <= ignored
+
+
+def test_compose_publishes_ports_on_loopback_unless_told_otherwise() -> None:
+    services = _compose()["services"]
+    for name, spec in services.items():
+        for port in spec.get("ports", []):
+            assert port.startswith("${COSREC_BIND:-127.0.0.1}:"), (name, port)
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--maxmemory-policy") + 1] == "noeviction"

@@ -155,7 +155,7 @@ def test_dispatch_and_unknown_format(tmp_path: Path) -> None:
     path = write(tmp_path / "seq.txt", "1 2 3\n")
     assert external(read_interactions(path, "sequences")) == {"1": ["2", "3"]}
     with pytest.raises(ValueError, match="unknown data format"):
-        read_interactions(path, "parquet")
+        read_interactions(path, "xml")
 
 
 def test_missing_empty_and_binary_files(tmp_path: Path) -> None:

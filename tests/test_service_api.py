@@ -41,7 +41,12 @@ def test_known_user_scores_match_onnxruntime(client, bundle_dir):
         {"user_id": user, "item_id": item, "timestamp": 100.0 + t}
         for t, item in reversed(list(enumerate(history)))
     ]
-    assert post_events(client, events) == {"accepted": 7, "duplicates": 0, "unknown_items": 0}
+    assert post_events(client, events) == {
+        "accepted": 7,
+        "duplicates": 0,
+        "conflicts": 0,
+        "unknown_items": 0,
+    }
 
     body = client.post("/recommend", json={"user_id": user, "n": 5, "exclude_seen": False}).json()
 

@@ -22,7 +22,7 @@ def test_events_then_recommendations_over_http(live_service, bundle_dir):
     url = live_service.url
     events = [{"user_id": "web", "item_id": f"i{k}", "timestamp": k} for k in range(1, 8)]
     stored = httpx.post(f"{url}/events", json={"events": events})
-    assert stored.json() == {"accepted": 7, "duplicates": 0, "unknown_items": 0}
+    assert stored.json() == {"accepted": 7, "duplicates": 0, "conflicts": 0, "unknown_items": 0}
 
     body = httpx.post(f"{url}/recommend", json={"user_id": "web", "n": 5}).json()
 

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from test_service_reload import publish, version
 
 from contract.event_log import read_event_log
 from contract.redis_layout import user_keys
@@ -47,8 +48,8 @@ def test_retried_event_id_counts_once(client, raw):
     event = {"user_id": "bob", "item_id": "i2", "timestamp": 5, "event_id": "e-1"}
     first = client.post("/events", json={"events": [event, {**event}]}).json()
     retry = client.post("/events", json={"events": [event]}).json()
-    assert first == {"accepted": 1, "duplicates": 1, "unknown_items": 0}
-    assert retry == {"accepted": 0, "duplicates": 1, "unknown_items": 0}
+    assert first == {"accepted": 1, "duplicates": 1, "conflicts": 0, "unknown_items": 0}
+    assert retry == {"accepted": 0, "duplicates": 1, "conflicts": 0, "unknown_items": 0}
     assert stored_sequence(raw, "bob") == ["i2"]
     assert raw.xlen(user_keys("cosrec", "bob").log) == 1
 
@@ -64,7 +65,7 @@ def test_history_is_bounded_but_the_log_keeps_everything(make_client, raw):
     assert stored_sequence(raw, "cy") == ["i4", "i5", "i6", "i7", "i8"]
     assert raw.zcard(keys.event_ids) == 3
     assert raw.xlen(keys.log) == 8
-    assert sorted(raw.smembers(keys.seen)) == sorted(f"i{k}".encode() for k in range(1, 9))
+    assert raw.zrange(keys.seen, 0, -1) == [f"i{k}".encode() for k in range(1, 9)]
 
 
 def test_history_stays_bounded_one_event_at_a_time_and_after_a_lost_counter(make_client, raw):
@@ -82,7 +83,9 @@ def test_history_stays_bounded_one_event_at_a_time_and_after_a_lost_counter(make
     assert raw.zcard(keys.event_ids) == 3
 
 
-def test_unknown_items_are_stored_and_counted_but_not_seen(client, raw):
+def test_unknown_items_are_stored_counted_and_seen_by_id(client, raw):
+    """An item the serving bundle does not know is still remembered as seen, by its id: a
+    later bundle that knows it must not recommend it back (issue 12, hole 3)."""
     events = [
         {"user_id": "dee", "item_id": "i1", "timestamp": 1},
         {"user_id": "dee", "item_id": "brand-new", "timestamp": 2},
@@ -90,11 +93,12 @@ def test_unknown_items_are_stored_and_counted_but_not_seen(client, raw):
     assert client.post("/events", json={"events": events}).json() == {
         "accepted": 2,
         "duplicates": 0,
+        "conflicts": 0,
         "unknown_items": 1,
     }
     keys = user_keys("cosrec", "dee")
     assert stored_sequence(raw, "dee") == ["i1", "brand-new"]
-    assert raw.smembers(keys.seen) == {b"i1"}
+    assert raw.zrange(keys.seen, 0, -1) == [b"i1", b"brand-new"]
 
 
 def test_event_log_reads_back_every_event(client, raw):
@@ -130,13 +134,17 @@ def test_redis_outage_503_then_recovery(make_client, redis_process, bundle_dir):
     redis_process.stop()
     response = fallback.post("/events", json=event)
     assert response.status_code == 503
-    assert "redis unavailable" in response.json()["detail"]
+    assert "Redis unavailable" in response.json()["detail"]
     body = fallback.post("/recommend", json={"user_id": "eve", "n": 3}).json()
     assert body["source"] == "popularity_fallback"
     assert items(body) == popular[:3]
     down = strict.post("/recommend", json={"user_id": "eve", "n": 3})
     assert down.status_code == 503
-    assert "redis unavailable" in down.json()["detail"]
+    assert "Redis unavailable" in down.json()["detail"]
+    for answer in (response, down):  # the address stays in the log (issue 12, hole 11)
+        assert answer.headers["retry-after"]
+        assert "127.0.0.1" not in answer.text
+        assert str(redis_process.port) not in answer.text
     assert fallback.get("/readyz").status_code == 503
 
     redis_process.start()  # empty, and without the script: the service must reload it
@@ -227,3 +235,45 @@ def test_redis_through_sentinel(make_client, sentinel_port, raw):
     assert stored_sequence(raw, "sam") == ["i1"]
     assert client.post("/recommend", json={"user_id": "sam"}).json()["source"] == "model"
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_reused_event_id_with_other_content_is_a_conflict_not_a_duplicate(client, raw):
+    first = {"user_id": "fay", "item_id": "i1", "timestamp": 5, "event_id": "pay-1"}
+    assert client.post("/events", json={"events": [first]}).json()["accepted"] == 1
+    other_item = {**first, "item_id": "i2"}
+    other_time = {**first, "timestamp": 6}
+    answer = client.post("/events", json={"events": [first, other_item, other_time]}).json()
+    assert answer == {"accepted": 0, "duplicates": 1, "conflicts": 2, "unknown_items": 0}
+    assert stored_sequence(raw, "fay") == ["i1"]  # the first content stays, nothing added
+    assert scrape(client)[("cosrec_events_rejected_total", (("reason", "conflict"),))] == 2
+
+
+def test_events_without_an_event_id_get_one_before_redis(client, raw):
+    """So that no retry inside the Redis client can apply them twice: each is logged with a
+    service-assigned id (a random 128-bit hex)."""
+    events = [{"user_id": "gil", "item_id": f"i{k}", "timestamp": k} for k in range(1, 4)]
+    assert client.post("/events", json={"events": events}).json()["accepted"] == 3
+    entries = raw.xrange(user_keys("cosrec", "gil").log)
+    ids = [fields[b"eid"] for _, fields in entries]
+    assert len(set(ids)) == 3
+    assert all(len(eid) == 32 and int(eid, 16) >= 0 for eid in ids)
+
+
+def test_http_methods_and_bundle_versions_keep_the_metric_series_bounded(
+    client, bundle_dir, main_bundle, other_bundle
+):
+    for method in ("PROPFIND", "MKCOL", "PURGE", "BREW"):
+        client.request(method, "/recommend")
+    methods = {
+        labels.get("method")
+        for name, labels_tuple in scrape(client)
+        if name == "cosrec_http_requests_total"
+        for labels in [dict(labels_tuple)]
+    }
+    assert methods <= {"GET", "POST", "other"}
+    assert "other" in methods
+    for source in (other_bundle, main_bundle, other_bundle):  # three versions loaded in turn
+        publish(source, bundle_dir)
+        assert client.post("/admin/reload").json()["reloaded"]
+    info = [labels for name, labels in scrape(client) if name == "cosrec_bundle_info"]
+    assert info == [(("model_version", version(other_bundle)),)]

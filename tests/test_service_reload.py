@@ -50,8 +50,8 @@ def truncate_onnx(bundle: Path) -> None:
     ("spoil", "reason"),
     [
         (truncate_onnx, "sha256"),
-        (lambda b: edit_manifest(b, onnx_sha256="0" * 64), "sha256"),
-        (lambda b: edit_manifest(b, format_version=2), "format_version"),
+        (lambda b: edit_manifest(b, onnx_sha256="0" * 64), "model_version"),
+        (lambda b: edit_manifest(b, format_version=3), "format_version"),
         (lambda b: (b / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda b: (b / "model.onnx").unlink(), "model.onnx"),
     ],
@@ -91,3 +91,21 @@ def test_the_watcher_reloads_a_changed_bundle(make_client, bundle_dir, other_bun
     assert served == version(other_bundle)
     metrics = client.get("/metrics").text
     assert 'cosrec_bundle_reloads_total{result="success"} 2.0' in metrics
+
+
+def test_a_seen_item_unknown_to_the_bundle_stays_excluded_once_a_bundle_knows_it(
+    client, bundle_dir, wider_bundle
+):
+    """Seen items are kept by id (issue 12, hole 3): a user who took `i31` while the serving
+    bundle did not know it never gets `i31` back from a later bundle that does."""
+    events = [
+        {"user_id": "u1", "item_id": item, "timestamp": t}
+        for t, item in enumerate(["i1", "i31", "i2"])
+    ]
+    assert client.post("/events", json={"events": events}).json()["unknown_items"] == 1
+    publish(wider_bundle, bundle_dir)
+    assert client.post("/admin/reload").json()["reloaded"]
+    answer = client.post("/recommend", json={"user_id": "u1", "n": 31}).json()
+    returned = [item["item_id"] for item in answer["items"]]
+    assert answer["model_version"] == version(wider_bundle)
+    assert set(returned) == {f"i{k}" for k in range(3, 31)}  # all but the three seen

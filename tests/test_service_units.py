@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from contract.redis_layout import user_from_log_key, user_from_tag, user_keys, user_tag
 from cosrec.processes import free_port, service_env
-from service.batching import GreedyBatcher
+from service.batching import ClientGoneError, GreedyBatcher, QueueFullError
 from service.ranking import Exclusions, exclusions, top_n_rows
 
 
@@ -189,3 +189,63 @@ def test_serve_refuses_a_bad_bundle_and_bad_flags_in_one_line(bundle_dir):
         assert result.returncode == 2
         assert len(result.stderr.strip().splitlines()) == 1
         assert message in result.stderr
+
+
+def test_batcher_refuses_beyond_its_queue_bound_at_once():
+    async def scenario() -> list[int]:
+        batcher = GreedyBatcher(_echo, max_batch=2, max_queue=3)  # not started: nothing drains
+        accepted = [batcher.submit(x) for x in range(3)]
+        with pytest.raises(QueueFullError):
+            batcher.submit(3)
+        batcher.start()
+        done = await asyncio.gather(*accepted)
+        batcher.submit(4)  # room again once the queue drained
+        await batcher.stop()
+        return done
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+def test_batcher_bounds_a_batch_by_weight_and_keeps_an_oversized_item_alone():
+    batches: list[list[int]] = []
+
+    async def record(batch: list[int]) -> list[int]:
+        batches.append(batch)
+        return batch
+
+    async def scenario() -> None:
+        batcher = GreedyBatcher(record, max_batch=100, weight=lambda x: x, max_weight=10)
+        waiting = [batcher.submit(x) for x in (4, 5, 3, 12, 2, 2)]
+        batcher.start()
+        await asyncio.gather(*waiting)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert batches == [[4, 5], [3], [12], [2, 2]]
+
+
+def test_batcher_drops_work_whose_caller_stopped_waiting_or_whose_client_left():
+    processed: list[int] = []
+
+    async def record(batch: list[int]) -> list[int]:
+        processed.extend(batch)
+        return batch
+
+    async def scenario() -> BaseException | None:
+        batcher = GreedyBatcher(record, max_batch=10)
+        abandoned = batcher.submit(1)
+        gone = batcher.submit(2, gone=lambda: True)
+        kept = batcher.submit(3)
+        abandoned.cancel()  # e.g. its deadline passed while it waited
+        batcher.start()
+        assert await kept == 3
+        error = await asyncio.gather(gone, return_exceptions=True)
+        await batcher.stop()
+        return error[0]
+
+    assert isinstance(asyncio.run(scenario()), ClientGoneError)
+    assert processed == [3]
+
+
+async def _echo(batch: list[int]) -> list[int]:
+    return batch

@@ -21,7 +21,10 @@ the reference's order for ties is unspecified.
 Speed: no loop over users or items in Python. For each slice of users the scores, masks of
 training and test items, and one sort of packed int64 keys (score, then item index, with the
 hit flag in the lowest bit) give every hit's rank at once; float32 scores (what models give)
-take this path, float64 scores that float32 cannot hold exactly a slower stable argsort.
+take this path, float64 scores that float32 cannot hold exactly a slower stable argsort. Where
+users have few test items (sparse data: Amazon Beauty has 1-2 a user among 12K items), each
+hit's rank is instead counted by comparing its score with its row's: the same ranks, without
+sorting every row.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ from training.scoring import ScoreFn
 # Users are ranked in slices of about 2^20 (user, item) pairs, 8 MiB of sort keys, so memory
 # stays bounded whatever the batch size and catalogue (on ML-1M the time is the same).
 METRIC_ITEMS_PER_SLICE = 1 << 20
+# Where a slice's users have at most this many hittable test items on average, each hit's rank
+# is counted by comparing its score with the row's (hits x items comparisons) instead of
+# sorting every row (items x log items): sparse data such as Amazon Beauty (1-2 test items a
+# user, 12K items) evaluates several times faster. ML-1M (33 a user) keeps the sort.
+RANK_BY_COMPARISON_MAX_HITS = 8
 
 
 def evaluate(
@@ -143,6 +151,25 @@ def _hits_in_rank_order(
     return (words[:, :, 0] & 1).astype(bool)
 
 
+def _hit_ranks_by_comparison(
+    scores: np.ndarray, excluded: np.ndarray, hittable: np.ndarray, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row, 0-based rank among the row's candidates) of every hit, by rows then rank: the
+    same ranks as `_hits_in_rank_order` (higher score first, equal scores by item index,
+    excluded items never counted) for scores without NaN."""
+    rows, items = np.nonzero(hittable)
+    positions = np.empty(len(rows), dtype=np.int64)
+    columns = np.arange(scores.shape[1])
+    for start in range(0, len(rows), chunk):
+        r, i = rows[start : start + chunk], items[start : start + chunk]
+        row_scores = scores[r]  # [h, C]
+        own = row_scores[np.arange(len(r)), i][:, None]
+        ahead = (row_scores > own) | ((row_scores == own) & (columns < i[:, None]))
+        positions[start : start + chunk] = (ahead & ~excluded[r]).sum(1)
+    order = np.lexsort((positions, rows))
+    return rows[order], positions[order]
+
+
 def _batch_metrics(
     scores: np.ndarray, trained: np.ndarray, targets: np.ndarray, ks: Sequence[int]
 ) -> dict[str, np.ndarray]:
@@ -155,8 +182,11 @@ def _batch_metrics(
     hittable = targets & ~excluded
 
     # Excluded items come last and are never hits, so hit positions are ranks among candidates.
-    hit_rows, hit_positions = np.nonzero(_hits_in_rank_order(scores, excluded, hittable))
-    # nonzero walks row by row, positions ascending: the n-th hit of a row is its n-th entry.
+    if hittable.sum() <= RANK_BY_COMPARISON_MAX_HITS * batch_size and not np.isnan(scores).any():
+        hit_rows, hit_positions = _hit_ranks_by_comparison(scores, excluded, hittable)
+    else:
+        hit_rows, hit_positions = np.nonzero(_hits_in_rank_order(scores, excluded, hittable))
+    # Both walk row by row, positions ascending: the n-th hit of a row is its n-th entry.
     row_starts = np.searchsorted(hit_rows, np.arange(batch_size))
     hit_numbers = np.arange(1, len(hit_rows) + 1) - row_starts[hit_rows]
     precision_at_hits = hit_numbers / (hit_positions + 1.0)

@@ -28,11 +28,11 @@ from contract.bundle import (
     ONNX_FILE,
     SCORES_OUTPUT,
     USERS_INPUT,
+    Lineage,
     Manifest,
     ModelDescription,
     Popularity,
     TrainingData,
-    model_version,
     sha256_hex,
 )
 from contract.ids import PADDING_INDEX
@@ -178,8 +178,10 @@ def export_bundle(
     data: Sequences | DataSummary,
     out_dir: str | os.PathLike,
     metrics: dict[str, Any] | None = None,
+    lineage: Lineage | None = None,
 ) -> Path:
     """Export `model` (trained on `data`) as a serving bundle in `out_dir`; returns its path.
+    `lineage`: where a retrained model comes from (training.retrain).
 
     The export runs on a CPU copy of the model in eval mode; `model` itself is left untouched.
     An existing bundle in `out_dir` is replaced as a whole, extra files included; any other
@@ -198,9 +200,8 @@ def export_bundle(
         onnx_path = staging / ONNX_FILE
         _write_onnx(cpu_model, sequence_length, onnx_path)
         onnx_sha256 = sha256_hex(onnx_path.read_bytes())
-        manifest = Manifest(
+        manifest = Manifest.create(
             format_version=FORMAT_VERSION,
-            model_version=model_version(model.name, onnx_sha256),
             model=ModelDescription(name=model.name, hyperparameters=hyperparameters),
             sequence_length=sequence_length,
             items=list(summary.items),
@@ -210,6 +211,7 @@ def export_bundle(
             training_data=summary.training_data,
             onnx_sha256=onnx_sha256,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            lineage=lineage,
         )
         (staging / MANIFEST_FILE).write_text(manifest.to_json())
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; readers may run as another user

@@ -1,4 +1,5 @@
-"""The training loop: Eq. (1) of the paper with sampled negatives, Adam, seeded."""
+"""The training loop: Eq. (1) of the paper with sampled negatives (or another loss of
+`training.losses`), Adam, seeded."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from contract.ids import GENERIC_USER_INDEX, PADDING_INDEX
+from contract.ids import GENERIC_USER_INDEX
 from model import SequentialRecommender
+from training.data_parallel import DataParallel
 from training.dataset import Sequences
 from training.instances import training_instances
+from training.losses import batch_loss, bce_loss, check_loss, samples_negatives
 from training.sampling import NegativeSampler
 
 
@@ -26,6 +29,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 5e-6
     negatives: int = 3  # per instance, as the reference samples them (not per target)
+    # training.losses.LOSSES: "bce" is the paper's Eq. (1); "softmax" samples no negatives.
+    loss: str = "bce"
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
     L: int = 5
     T: int = 3
     seed: int = 1
@@ -52,15 +58,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def bce_loss(positive: torch.Tensor, negative: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Eq. (1): -mean log sigmoid(positive) - mean log(1 - sigmoid(negative)).
-
-    ``mask`` drops padding targets (only short, left-padded sequences have them).
-    """
-    positive_loss = -(nn.functional.logsigmoid(positive) * mask).sum() / mask.sum().clamp(min=1)
-    return positive_loss - nn.functional.logsigmoid(-negative).mean()
-
-
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam with L2 weight decay on every parameter, as the reference.
 
@@ -79,15 +76,12 @@ def train_step(
     items: torch.Tensor,
     users: torch.Tensor,
     targets: torch.Tensor,
-    negatives: torch.Tensor,
+    negatives: torch.Tensor | None,
     bf16: bool = False,
+    loss_name: str = "bce",
 ) -> torch.Tensor:
     """One optimisation step on a batch; returns the (detached) loss."""
-    candidates = torch.cat([targets, negatives], dim=1)
-    with torch.autocast(items.device.type, dtype=torch.bfloat16, enabled=bf16):
-        scores = model(items, users, candidates)
-    positive, negative = scores.float().split([targets.shape[1], negatives.shape[1]], dim=1)
-    loss = bce_loss(positive, negative, (targets != PADDING_INDEX).float())
+    loss = batch_loss(model, loss_name, items, users, targets, negatives, bf16)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -98,9 +92,17 @@ def fit(
     model: SequentialRecommender,
     train: Sequences,
     config: TrainConfig,
-    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    on_epoch_end: Callable[[EpochStats], bool | None] | None = None,
 ) -> list[EpochStats]:
-    """Trains ``model`` in place on ``train``; returns one EpochStats per epoch."""
+    """Trains ``model`` in place on ``train``; returns one EpochStats per epoch.
+
+    ``on_epoch_end`` may return True to stop training after that epoch (early stopping,
+    pruning, a time budget).
+
+    Under `torch.distributed` with several processes (`torchrun`, `training.distributed`),
+    each rank trains on its part of every global batch (`training.data_parallel`); only rank 0
+    shows progress and calls ``on_epoch_end``, whose decision every rank follows.
+    """
     if not model.trainable:
         raise ValueError(f"{model.name} is not trained by gradient descent (see its fit_counts)")
     if (model.num_users, model.num_items) != (train.num_users, train.num_items):
@@ -110,6 +112,11 @@ def fit(
         )
     if not 0.0 <= config.generic_user_rate <= 1.0:
         raise ValueError("generic_user_rate must lie in [0, 1]")
+    check_loss(config.loss)
+    if samples_negatives(config.loss) and config.negatives < 1:
+        raise ValueError(f"the {config.loss} loss needs at least one negative")
+    if not 0 < config.lr_decay <= 1:
+        raise ValueError("lr_decay must lie in (0, 1]")
     set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = torch.device(config.device)
@@ -121,6 +128,9 @@ def fit(
     targets = torch.from_numpy(instances.targets).to(device)
     model.to(device)
     optimizer = make_optimizer(model, config)
+    parallel = DataParallel.of_process_group(model, device, config, train)  # None: one process
+    step = train_step if parallel is None else parallel.step
+    main = parallel is None or parallel.is_main
 
     history = []
     for epoch in range(1, config.epochs + 1):
@@ -128,9 +138,15 @@ def fit(
         model.train()
         order = rng.permutation(len(instances))
         users = instances.users[order]
-        # Sampled in instance order (grouped by user, so the lookups stay local), then shuffled.
-        negatives = sampler.sample(instances.users, config.negatives, rng)[order]
-        negatives = torch.from_numpy(negatives).to(device)
+        negatives = None
+        if config.loss == "bce":
+            # Sampled in instance order (grouped by user, so the lookups stay local), then
+            # shuffled. Few per instance: the whole epoch's at once.
+            negatives = sampler.sample(instances.users, config.negatives, rng)[order]
+            negatives = torch.from_numpy(negatives).to(device)
+        # Many per instance (sampled softmax): drawn batch by batch, so memory stays bounded.
+        batch_negatives = samples_negatives(config.loss) and negatives is None
+        real_users = users
         if config.generic_user_rate > 0:
             generic = rng.random(len(users)) < config.generic_user_rate
             users = np.where(generic, GENERIC_USER_INDEX, users)
@@ -139,19 +155,24 @@ def fit(
 
         total_loss = torch.zeros((), device=device)
         batches = range(0, len(instances), config.batch_size)
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not config.progress
-        )
+        show = config.progress and main
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not show)
         for batch, start in enumerate(bar):
             rows, stop = order[start : start + config.batch_size], start + config.batch_size
-            loss = train_step(
+            if batch_negatives:
+                sampled = sampler.sample(real_users[start:stop], config.negatives, rng)
+                batch_negative = torch.from_numpy(sampled).to(device)
+            else:
+                batch_negative = None if negatives is None else negatives[start:stop]
+            loss = step(
                 model,
                 optimizer,
                 inputs[rows],
                 users[start:stop],
                 targets[rows],
-                negatives[start:stop],
+                batch_negative,
                 config.bf16,
+                config.loss,
             )
             total_loss += loss
             if config.progress and batch % 20 == 0:
@@ -169,8 +190,14 @@ def fit(
             instances_per_second=len(instances) / seconds,
         )
         history.append(stats)
-        if on_epoch_end is not None:
-            on_epoch_end(stats)
+        if config.lr_decay != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay
+        done = main and on_epoch_end is not None and bool(on_epoch_end(stats))
+        if parallel is not None:
+            done = parallel.agree(done)
+        if done:
+            break
     return history
 
 

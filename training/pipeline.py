@@ -87,7 +87,7 @@ def measured_epochs(epochs: int, eval_every: int) -> set[int]:
     return {e for e in range(1, epochs + 1) if e % eval_every == 0} | {epochs}
 
 
-def _training_run(
+def training_run(
     split: Split,
     model_name: str,
     hyperparameters: dict[str, Any],
@@ -96,10 +96,13 @@ def _training_run(
     keep_epoch: int | None,
     label: str,
     log: Log,
+    stop: Callable[[EpochRecord], bool] | None = None,
 ) -> tuple[SequentialRecommender, list[EpochRecord], dict[str, Any] | None]:
     """Train on `split.train` for `config.epochs`, measuring `split` on the measured epochs.
 
-    Returns the model, the records, and the state_dict at `keep_epoch` (if given).
+    Returns the model, the records, and the state_dict at `keep_epoch` (if given). `stop`,
+    given an epoch's record, may end the run after that epoch (`training.tune`: early
+    stopping, pruning, the time budget).
     """
     set_seed(config.seed)  # the model's initial weights are part of the seeded run
     model = build_model(
@@ -110,7 +113,7 @@ def _training_run(
     records: list[EpochRecord] = []
     kept: dict[str, Any] = {}
 
-    def on_epoch_end(stats: EpochStats) -> None:
+    def on_epoch_end(stats: EpochStats) -> bool:
         record = EpochRecord(stats.epoch, stats.loss, stats.seconds)
         if stats.epoch in measured:
             started = time.perf_counter()
@@ -124,6 +127,7 @@ def _training_run(
             f"{label} epoch {stats.epoch}/{config.epochs}: loss {stats.loss:.4f}"
             f" ({stats.seconds:.1f} s, {stats.instances_per_second:.0f} inst/s){measured_text}"
         )
+        return stop is not None and stop(record)
 
     fit(model, split.train, config, on_epoch_end)
     return model, records, kept.get("state")
@@ -150,12 +154,32 @@ def run_pipeline(
     if eval_every < 1:
         raise ValueError("eval_every must be at least 1")
 
-    _, validation_run, _ = _training_run(
+    _, validation_run, _ = training_run(
         splits.validation, model_name, hyperparameters, config, eval_every, None, "validation", log
     )
+    return retrain_on_test(
+        splits, model_name, hyperparameters, config, validation_run, eval_every, log
+    )
+
+
+def retrain_on_test(
+    splits: Splits,
+    model_name: str,
+    hyperparameters: dict[str, Any],
+    config: TrainConfig,
+    validation_run: list[EpochRecord],
+    eval_every: int = 1,
+    log: Log | None = None,
+) -> PipelineResult:
+    """Run 2 of the module docstring, after a validation run (the pipeline's, or the best
+    trial of `training.tune`): the epoch is selected on `validation_run`, and the test run
+    trains for `config.epochs`, which must reach it."""
+    log = log or (lambda _: None)
     selected = best_epoch(validation_run)
+    if selected > config.epochs:
+        raise ValueError(f"the selected epoch {selected} lies beyond the budget {config.epochs}")
     log(f"selected {selected} epochs by validation MAP")
-    model, test_run, selected_state = _training_run(
+    model, test_run, selected_state = training_run(
         splits.test, model_name, hyperparameters, config, eval_every, selected, "test", log
     )
     model.load_state_dict(selected_state)

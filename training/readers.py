@@ -21,17 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from contract.ids import Vocabulary
+from training.data_errors import DataFormatError
 from training.dataset import Sequences
 
-FORMATS = ("caser", "sequences", "movielens", "csv", "redis")
+# "parquet", and "csv" where it can, are read by pyarrow (training.arrow_readers).
+FORMATS = ("caser", "sequences", "movielens", "csv", "parquet", "redis")
 _GZIP_MAGIC = b"\x1f\x8b"
 # What str.split() splits ASCII text at, besides newlines, as a look-up table by byte.
 _IS_ASCII_SPACE = np.zeros(256, dtype=bool)
 _IS_ASCII_SPACE[list(b" \t\r\x0b\x0c\x1c\x1d\x1e\x1f")] = True
-
-
-class DataFormatError(ValueError):
-    """A data file that cannot be read; the message names the file and, where known, the line."""
 
 
 def open_text(path: str | Path) -> io.TextIOBase:
@@ -312,6 +310,16 @@ def _csv_times(texts: list[str]) -> list[float] | list[str]:
         return texts
 
 
+def events_to_sequences(
+    users: Sequence[str], items: Sequence[str], times: Sequence[float], source: str
+) -> Sequences:
+    """Actions given as three columns: each user's ordered by time (stably: equal times keep
+    the given order), ids indexed in order of first appearance. `source` names them in errors."""
+    builder = _LogBuilder()
+    builder.add_many(users, items, list(times))
+    return builder.build(source)
+
+
 def read_redis_log(url: str | Path) -> Sequences:
     """The service's durable event log (every accepted event), read from the Redis at `url`.
 
@@ -332,10 +340,8 @@ def read_redis_log(url: str | Path) -> Sequences:
         raise DataFormatError(f"{url}: cannot read the event log: {error}") from error
     if not rows:
         raise DataFormatError(f"{url}: the event log holds no events")
-    builder = _LogBuilder()
     users, items, times = zip(*rows, strict=True)
-    builder.add_many(users, items, list(times))
-    return builder.build(url)
+    return events_to_sequences(users, items, times, url)
 
 
 def read_interactions(path: str | Path, fmt: str) -> Sequences:
@@ -344,9 +350,28 @@ def read_interactions(path: str | Path, fmt: str) -> Sequences:
         "caser": read_caser,
         "sequences": read_sequences,
         "movielens": read_movielens,
-        "csv": read_csv,
+        "csv": _read_csv_log,
+        "parquet": _read_parquet,
         "redis": read_redis_log,
     }
     if fmt not in readers:
         raise ValueError(f"unknown data format {fmt!r} (expected one of {', '.join(FORMATS)})")
     return readers[fmt](path)
+
+
+def _read_csv_log(path: str | Path) -> Sequences:
+    """`read_csv`'s result, read by pyarrow where that gives the same (training.arrow_readers)."""
+    try:
+        from training.arrow_readers import read_csv_arrow
+    except ImportError:  # no pyarrow: the csv module alone
+        return read_csv(path)
+    fast = read_csv_arrow(path)
+    return read_csv(path) if fast is None else fast
+
+
+def _read_parquet(path: str | Path) -> Sequences:
+    try:
+        from training.arrow_readers import read_parquet
+    except ImportError as error:
+        raise DataFormatError(f"{path}: reading Parquet needs pyarrow ({error})") from error
+    return read_parquet(path)

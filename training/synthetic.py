@@ -105,3 +105,21 @@ def write_log_csv(seqs: Sequences, path: str | Path) -> None:
         for user_id, seq in zip(seqs.users.ids, seqs.sequences, strict=True):
             for position, item in enumerate(seq.tolist()):
                 writer.writerow([user_id, seqs.items.ids[item - 1], start + 60 * position])
+
+
+def shuffled_replays(
+    seqs: Sequences, replays: int, start: float, seed: int = 0
+) -> list[tuple[str, str, float]]:
+    """A poisoned stream for the retrain gate: each user's items but the newest, sent again
+    `replays` times in shuffled order as (user id, item id, timestamp) from `start` on.
+    Random transitions drown the real ones, while the user's newest item (the holdout) and
+    their set of seen items stay as they were."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for user, sequence in zip(seqs.users.ids, seqs.sequences, strict=True):
+        items = [seqs.items.external(int(item)) for item in sequence[:-1]]
+        for replay in range(replays):
+            order = rng.permutation(len(items))
+            at = start + replay * len(items)
+            events += [(user, items[k], at + t) for t, k in enumerate(order)]
+    return events

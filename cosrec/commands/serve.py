@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ def serve_main(argv: list[str]) -> int:
 
         from contract.bundle import load_bundle
         from cosrec.processes import redis_reachable
+        from service.http_protocol import ReadDeadlineProtocol
         from service.settings import Settings
 
         args = parser.parse_args(argv)
@@ -54,6 +56,7 @@ def serve_main(argv: list[str]) -> int:
             load_bundle(settings.bundle)  # refuse a bad bundle before starting any worker
         except ValueError as error:
             raise UsageError(f"bundle {settings.bundle}: {error}") from None
+        check_experiment_files(settings)
         default_url = Settings.model_fields["redis_url"].default
         url_given = args.redis_url is not None or "COSREC_REDIS_URL" in os.environ
         if not url_given and not redis_reachable(default_url):
@@ -79,6 +82,9 @@ def serve_main(argv: list[str]) -> int:
                 workers=settings.workers,
                 log_level=args.log_level,
                 access_log=False,
+                http=ReadDeadlineProtocol,
+                timeout_keep_alive=math.ceil(settings.keep_alive_s),
+                timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
             )
         finally:
             if metrics_dir is not None:
@@ -86,3 +92,21 @@ def serve_main(argv: list[str]) -> int:
         return 0
 
     return run_command(parser.prog, body)
+
+
+def check_experiment_files(settings) -> None:
+    """Refuse bad challenger or shadow bundles, or a bad catalogue file, before any worker
+    starts (each worker would fail the same way)."""
+    from contract.bundle import load_bundle
+    from service.catalogue import read_catalogue_file
+
+    paths = [spec.path for spec in settings.variant_specs()[1:]]
+    if settings.shadow_bundle is not None:
+        paths.append(settings.shadow_bundle)
+    for path in paths:
+        try:
+            load_bundle(path)
+        except ValueError as error:
+            raise UsageError(f"bundle {path}: {error}") from None
+    if settings.catalogue is not None:
+        read_catalogue_file(settings.catalogue, settings.max_id_length)  # ValueError: exit 2

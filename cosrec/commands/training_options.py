@@ -1,5 +1,5 @@
-"""Options that `cosrec train` and `cosrec compare` share: where the data comes from, and the
-training run's settings."""
+"""Options that `cosrec train`, `cosrec compare` and `cosrec tune` share: where the data comes
+from, the training run's settings, the search budget."""
 
 from __future__ import annotations
 
@@ -31,10 +31,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-user-count", type=int, default=5, help="for a --data file")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def add_run_arguments(
+    parser: argparse.ArgumentParser, epochs_help: str = "the epoch budget", eval_every: bool = True
+) -> None:
     """The settings of a seeded training run on a device."""
-    parser.add_argument("--epochs", type=positive_int, default=40, help="the epoch budget")
-    parser.add_argument("--eval-every", type=positive_int, default=1, help="epochs per MAP")
+    parser.add_argument("--epochs", type=positive_int, default=40, help=epochs_help)
+    if eval_every:
+        parser.add_argument("--eval-every", type=positive_int, default=1, help="epochs per MAP")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training")
@@ -77,4 +80,40 @@ def train_config_from_args(args: argparse.Namespace, **settings: Any) -> TrainCo
         generic_user_rate=args.generic_user_rate,
         progress=not args.no_progress,
         **settings,
+    )
+
+
+BUDGET_DEFAULTS = {"trials": 10, "time_budget": 600, "patience": 3}
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The search budget of `cosrec tune` and `cosrec train --model auto`, per model family
+    (the per-trial epoch cap is --epochs)."""
+    group = parser.add_argument_group("search budget (per model family, the same for each)")
+    group.add_argument("--trials", type=positive_int, help=f"default {BUDGET_DEFAULTS['trials']}")
+    group.add_argument(
+        "--time-budget",
+        type=positive_int,
+        help="seconds of search, training and validation together (default"
+        f" {BUDGET_DEFAULTS['time_budget']})",
+    )
+    group.add_argument(
+        "--patience",
+        type=positive_int,
+        help="epochs without a better validation MAP before a trial stops (default"
+        f" {BUDGET_DEFAULTS['patience']})",
+    )
+
+
+def budget_from_args(args: argparse.Namespace) -> Any:
+    """The `training.tune.Budget` of `add_budget_arguments` (and --epochs: per trial)."""
+    from training.tune import Budget
+
+    given = {name: getattr(args, name) for name in BUDGET_DEFAULTS}
+    values = {name: BUDGET_DEFAULTS[name] if v is None else v for name, v in given.items()}
+    return Budget(
+        trials=values["trials"],
+        seconds=float(values["time_budget"]),
+        max_epochs=args.epochs,
+        patience=values["patience"],
     )

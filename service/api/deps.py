@@ -5,11 +5,15 @@ on every request.
 """
 
 import hmac
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
+from service.admission import client_gone
 from service.lifespan import Services
 from service.metrics import Metrics
 from service.settings import Settings
@@ -35,7 +39,9 @@ async def get_services(request: Request) -> Services:
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-bearer = HTTPBearer(auto_error=False, description="the COSREC_API_KEY, when one is set")
+bearer = HTTPBearer(
+    auto_error=False, description="COSREC_API_KEY (writes, admin) or COSREC_READ_API_KEY, when set"
+)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
@@ -43,10 +49,26 @@ async def require_key(request: Request, credentials: Credentials) -> None:
     """401 unless the request carries the API key; anyone passes when no key is set."""
     # the settings straight from the app, not through one more dependency (see services_of)
     settings: Settings = request.app.state.settings
-    if settings.api_key is None:
-        return
-    expected_key = settings.api_key.get_secret_value().encode()
+    if settings.api_key is not None:
+        _check(credentials, [settings.api_key])
+
+
+async def require_read_key(request: Request, credentials: Credentials) -> None:
+    """401 unless the request carries the read key or the API key (mounted only when a read
+    key is set: no cost on /recommend otherwise)."""
+    settings: Settings = request.app.state.settings
+    _check(credentials, [key for key in (settings.read_api_key, settings.api_key) if key])
+
+
+def _check(credentials: HTTPAuthorizationCredentials | None, keys: list[SecretStr]) -> None:
     given = credentials.credentials.encode() if credentials is not None else b""
-    # compare_digest: the time taken does not reveal how much of the key matched
-    if not hmac.compare_digest(given, expected_key):
+    # compare_digest: the time taken does not reveal how much of a key matched; every key is
+    # compared, so neither does which one was tried
+    matches = [hmac.compare_digest(given, key.get_secret_value().encode()) for key in keys]
+    if not any(matches):
         raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def disconnect_probe(request: Request) -> Callable[[], bool]:
+    """A check, for later, that the request's client has closed its connection."""
+    return partial(client_gone, request.receive)

@@ -1,26 +1,45 @@
-"""POST /events: store users' events in Redis."""
+"""POST /events: store users' events in Redis, confirmed by the deadline or not at all."""
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request, Response
 from redis.exceptions import RedisError
 
-from service.api.deps import require_key, services_of
+from service.admission import arrival
+from service.api.deps import disconnect_probe, require_key, services_of
+from service.api.errors import REDIS_UNAVAILABLE, RETRY_AFTER_S, json_response, redis_errors
 from service.bodies import JsonBody
 from service.schemas import EventsInput, EventsResponse
+
+NOT_CONFIRMED = "; the events are not confirmed: retry with the same event_ids"
 
 
 def events_router(body: JsonBody) -> APIRouter:
     """The route, reading `body` (its class is built from the settings)."""
     router = APIRouter(tags=["events"], dependencies=[Depends(require_key)])
 
-    @router.post("/events", openapi_extra=body.openapi())
+    @router.post(
+        "/events",
+        openapi_extra=body.openapi(),
+        responses={503: {"description": "not confirmed (retry with the same event_ids)"}},
+    )
     async def events(request: Request) -> EventsResponse:
-        """Store events; a 200 means Redis has every accepted one (retries: same event_id)."""
+        """Store events; a 200 means Redis has every accepted one (retries: same event_id).
+        Answered by the deadline (COSREC_EVENTS_DEADLINE_MS)."""
         batch: EventsInput = await body.parse(request)
+        services = services_of(request)
+        deadline = arrival(request.scope) + services.events_deadline_s
         try:
-            counts = await services_of(request).writer.write(batch.events)
+            counts = await services.writer.write(batch.events, deadline, disconnect_probe(request))
+        except TimeoutError:
+            services.metrics.events_rejected.labels("deadline").inc(len(batch.events))
+            return _not_confirmed("Redis did not confirm in time")
         except (RedisError, OSError) as error:
-            detail = f"redis unavailable: {error}; retry with the same event_ids"
-            raise HTTPException(503, detail) from error
+            services.metrics.events_rejected.labels("redis_unavailable").inc(len(batch.events))
+            redis_errors.warning("/events: Redis unavailable: %s", error)
+            return _not_confirmed(REDIS_UNAVAILABLE)
         return EventsResponse.model_validate(counts, from_attributes=True)
 
     return router
+
+
+def _not_confirmed(reason: str) -> Response:
+    return json_response({"detail": reason + NOT_CONFIRMED}, 503, **{"Retry-After": RETRY_AFTER_S})

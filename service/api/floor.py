@@ -11,9 +11,11 @@ from service.schemas import RecommendResponse, ScoredItem
 FLOOR_ROUTE = "/bench/floor"
 _ANSWER = RecommendResponse(
     user_id="floor",
-    items=[ScoredItem(item_id=str(i), score=1.0 - i / 10) for i in range(10)],
+    items=[ScoredItem(item_id=str(i), score=1.0 - i / 10, reason="model") for i in range(10)],
     model_version="floor",
     source="floor",
+    recommendation_id="floor.000000000000000000000000",
+    variant="floor",
 )
 FLOOR_BODY = _ANSWER.model_dump_json().encode()
 

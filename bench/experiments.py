@@ -1,0 +1,386 @@
+"""Business rules and online experiments, measured (issue 14); figures to
+bench/results/experiments.json.
+
+1. A simulated experiment where variant B is truly better: simulated users request
+   /recommend from the real service (two ML-1M-sized bundles, A and B, half the users each)
+   and click one of the shown items with probability 5% under A and 7% under B (a purchase
+   follows 30% of clicks), sending typed events that name the recommendation_id. The run
+   stops at the fixed horizon a power calculation gives (95% power to find that difference at
+   the 5% level, two-sided), then `cosrec experiment report`'s library reads Redis back. Beside
+   it, without the service, the same test on 2,000 simulated experiments of that size: how
+   often it finds B better (power) and how often it finds a difference between equal variants
+   (the false-positive rate).
+2. What rules and experiments cost: /recommend at concurrency 64, the plain service ("off":
+   no catalogue, one bundle, plain requests) against the service with a 3,916-item catalogue,
+   two variants, the record of every answer and requests with filters ("on"); and "on" plus a
+   shadow bundle scoring 10% of requests. All three run at once on the same Redis (6,040
+   users' histories) and are measured in turn, three rounds, medians (bench/serve.py's load
+   generator and bundle sizes).
+
+    .venv/bin/python bench/experiments.py [--duration 5] [--repeats 3] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from serve import (  # noqa: E402  (bench/serve.py, beside this script)
+    NUM_ITEMS,
+    NUM_USERS,
+    export_bundle_ml1m_size,
+    http_post,
+    load_histories,
+    machine,
+    redis_server,
+    run_load,
+)
+
+from contract.attribution import read_attribution  # noqa: E402
+from cosrec.experiments import Z_95, experiment_report, two_proportion_test  # noqa: E402
+from cosrec.machine import describe_cpu  # noqa: E402
+from cosrec.processes import ServiceProcess  # noqa: E402
+
+D = 50
+GENRES = [f"genre-{k}" for k in range(18)]  # ML-1M has 18 genres
+CATALOGUE_ONLY = 500  # items the model does not know
+RATE_A, RATE_B, PURCHASE_AFTER_CLICK = 0.05, 0.07, 0.3
+POWER = 0.95
+Z_POWER = 1.6448536269514722  # the standard normal's 95% quantile
+
+
+def write_catalogue(path: Path, seed: int = 0) -> dict:
+    """Every model item with 1-3 genres and a tag or two, 5% unavailable, 5% with an
+    availability window (half of them closed now), and CATALOGUE_ONLY items the model does
+    not know."""
+    rng = random.Random(seed)
+    now = time.time()
+    lines = []
+    counts = {"unavailable": 0, "windowed": 0}
+    ids = [str(i) for i in range(1, NUM_ITEMS + 1)]
+    ids += [f"new-{k}" for k in range(CATALOGUE_ONLY)]
+    for item_id in ids:
+        item = {
+            "item_id": item_id,
+            "categories": rng.sample(GENRES, rng.randint(1, 3)),
+            "tags": rng.sample(["classic", "new", "award", "family", "dark"], rng.randint(0, 2)),
+        }
+        draw = rng.random()
+        if draw < 0.05:
+            item["available"] = False
+            counts["unavailable"] += 1
+        elif draw < 0.10:
+            item["available_from"] = now + rng.choice([-1, 1]) * 86_400
+            counts["windowed"] += 1
+        if item_id.startswith("new-"):
+            item["popularity"] = rng.randint(0, 100)
+        lines.append(json.dumps(item))
+    path.write_text("\n".join(lines) + "\n")
+    return {"items": len(ids), "catalogue_only": CATALOGUE_ONLY, **counts}
+
+
+FILTERS = {"exclude_categories": [GENRES[-1]], "exclude_tags": ["dark"], "max_per_category": 3}
+
+
+def recommend_pool(filters: dict | None, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [
+        http_post(
+            "/recommend",
+            json.dumps(
+                {"user_id": str(rng.randint(1, NUM_USERS)), "n": 10, **(filters or {})}
+            ).encode(),
+        )
+        for _ in range(4096)
+    ]
+
+
+def cycling(pool: list[bytes]):
+    counter = iter(range(1 << 62))
+    return lambda: pool[next(counter) % len(pool)]
+
+
+# ---------------------------------------------------------------- 1: the simulated experiment
+def per_arm_sample_size(p_a: float, p_b: float) -> int:
+    """Recommendations per variant for POWER at the 5% level, two-sided (normal approximation)."""
+    mean = (p_a + p_b) / 2
+    root = Z_95 * math.sqrt(2 * mean * (1 - mean)) + Z_POWER * math.sqrt(
+        p_a * (1 - p_a) + p_b * (1 - p_b)
+    )
+    return math.ceil(root**2 / (p_a - p_b) ** 2)
+
+
+async def simulate(
+    url: str, redis_url: str, recommendations: int, seed: int, checkpoints: int
+) -> list[dict]:
+    """Simulated users against the service (16 at a time); the report's figures at each of
+    `checkpoints` points on the way (the last one is the fixed horizon)."""
+    import httpx
+
+    rng = random.Random(seed)
+    state = {"served": 0, "events": 0, "clicks": 0, "purchases": 0}
+    trace: list[dict] = []
+    step = max(1, recommendations // checkpoints)
+
+    async def one_user(client: httpx.AsyncClient) -> None:
+        user = str(rng.randint(1, NUM_USERS))
+        reply = await client.post("/recommend", json={"user_id": user, "n": 10})
+        reply.raise_for_status()
+        body = reply.json()
+        state["served"] += 1
+        rate = RATE_B if body["variant"] == "B" else RATE_A
+        if rng.random() < rate:
+            item = rng.choice(body["items"])["item_id"]
+            rid = body["recommendation_id"]
+            events = [{"user_id": user, "item_id": item, "type": "click", "recommendation_id": rid}]
+            state["clicks"] += 1
+            if rng.random() < PURCHASE_AFTER_CLICK:
+                events.append(
+                    {"user_id": user, "item_id": item, "type": "purchase", "recommendation_id": rid}
+                )
+                state["purchases"] += 1
+            stored = await client.post("/events", json={"events": events})
+            stored.raise_for_status()
+            state["events"] += len(events)
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        issued = 0
+        while issued < recommendations:
+            batch = min(step, recommendations - issued)
+            queue = iter(range(batch))
+
+            async def worker(queue=queue) -> None:
+                for _ in queue:
+                    await one_user(client)
+
+            await asyncio.gather(*(worker() for _ in range(16)))
+            issued += batch
+            await asyncio.sleep(0.3)  # the service writes its record of the answers meanwhile
+            trace.append(report_now(redis_url, state))
+    return trace
+
+
+def report_now(redis_url: str, state: dict) -> dict:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        attribution = read_attribution(client)
+    finally:
+        client.close()
+    reports = {r.variant: r for r in experiment_report(attribution, "A", "click", "purchase")}
+    b = reports["B"]
+    return {
+        "recommendations_sent": state["served"],
+        "interaction_events_sent": state["events"],
+        "events_total": state["served"] + state["events"],
+        "recorded": {name: report.served for name, report in reports.items()},
+        "click_through": {
+            name: [report.click_through.rate, report.click_through.low, report.click_through.high]
+            for name, report in reports.items()
+        },
+        "conversion": {
+            name: [report.conversion.rate, report.conversion.low, report.conversion.high]
+            for name, report in reports.items()
+        },
+        "b_vs_a_click_through": vars(b.click_through.versus_control),
+        "b_vs_a_conversion": vars(b.conversion.versus_control),
+        "unmatched": attribution.unmatched,
+    }
+
+
+def monte_carlo(per_arm: int, trials: int, seed: int) -> dict:
+    """The report's test on simulated experiments of `per_arm` recommendations per variant."""
+    rng = np.random.default_rng(seed)
+    a = rng.binomial(per_arm, RATE_A, size=trials)
+    b = rng.binomial(per_arm, RATE_B, size=trials)
+    null_b = rng.binomial(per_arm, RATE_A, size=trials)
+    better = sum(
+        test.p_value < 0.05 and test.difference > 0
+        for test in (
+            two_proportion_test(int(x), per_arm, int(y), per_arm) for x, y in zip(a, b, strict=True)
+        )
+    )
+    false = sum(
+        two_proportion_test(int(x), per_arm, int(y), per_arm).p_value < 0.05
+        for x, y in zip(a, null_b, strict=True)
+    )
+    return {
+        "trials": trials,
+        "per_arm": per_arm,
+        "found_b_better_share": better / trials,
+        "equal_variants_significant_share": false / trials,
+    }
+
+
+# ---------------------------------------------------------------- 2: the cost
+def measure_cost(services: dict[str, tuple[int, list[bytes]]], args) -> list[dict]:
+    """Each round measures every configuration in turn (the order rotates); medians."""
+    runs: dict[str, list[dict]] = {name: [] for name in services}
+    names = list(services)
+    for repeat in range(args.repeats):
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
+        for name in order:
+            port, pool = services[name]
+            result = run_load(port, args.concurrency, cycling(pool), args.warmup, args.duration)
+            runs[name].append(result)
+            print(
+                f"  round {repeat + 1} {name:<14} {result['rps']:>8,.0f} req/s  "
+                f"p50 {result['p50_ms']:.1f}  p99 {result['p99_ms']:.1f} ms  "
+                f"({result['errors']} errors)",
+                flush=True,
+            )
+    rows = []
+    off_rps = [r["rps"] for r in runs["off"]]
+    off_p99 = [r["p99_ms"] for r in runs["off"]]
+    for name, results in runs.items():
+        rps = [r["rps"] for r in results]
+        p99 = [r["p99_ms"] for r in results]
+        rows.append(
+            {
+                "configuration": name,
+                "concurrency": args.concurrency,
+                "workers": 1,
+                "rps_median": float(np.median(rps)),
+                "p50_ms_median": float(np.median([r["p50_ms"] for r in results])),
+                "p99_ms_median": float(np.median(p99)),
+                "rps_runs": rps,
+                "p99_ms_runs": p99,
+                "errors": sum(r["errors"] for r in results),
+                "rps_ratio_to_off_median": round(
+                    float(np.median([x / y for x, y in zip(rps, off_rps, strict=True)])), 3
+                ),
+                "p99_ratio_to_off_median": round(
+                    float(np.median([x / y for x, y in zip(p99, off_p99, strict=True)])), 3
+                ),
+            }
+        )
+    return rows
+
+
+def run_simulation(url: str, redis_url: str, seed: int) -> dict:
+    per_arm = per_arm_sample_size(RATE_A, RATE_B)
+    total = 2 * per_arm
+    print(
+        f"simulated experiment: {per_arm} recommendations per variant ({POWER:.0%} power), "
+        f"{total} in all ...",
+        flush=True,
+    )
+    started = time.perf_counter()
+    trace = asyncio.run(simulate(url, redis_url, total, seed, checkpoints=10))
+    final = trace[-1]
+    versus = final["b_vs_a_click_through"]
+    first = next(
+        (
+            point
+            for point in trace
+            if point["b_vs_a_click_through"]["p_value"] < 0.05
+            and point["b_vs_a_click_through"]["difference"] > 0
+        ),
+        None,
+    )
+    print(
+        json.dumps({k: final[k] for k in ("events_total", "click_through", "b_vs_a_click_through")})
+    )
+    return {
+        "click_rate": {"A": RATE_A, "B": RATE_B},
+        "purchase_after_click": PURCHASE_AFTER_CLICK,
+        "design": f"fixed horizon: {per_arm} recommendations per variant for {POWER:.0%} power "
+        "at the 5% level (two-sided two-proportion z-test), decided once, at the horizon",
+        "seconds": round(time.perf_counter() - started, 1),
+        "at_horizon": final,
+        "b_found_better_at_5_percent": versus["p_value"] < 0.05 and versus["difference"] > 0,
+        "events_needed": final["events_total"],
+        "first_checkpoint_significant": None
+        if first is None
+        else {k: first[k] for k in ("events_total", "b_vs_a_click_through")},
+        "checkpoints": trace,
+        "monte_carlo": monte_carlo(per_arm, 2000, seed),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--skip-simulation", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "experiments.json")
+    args = parser.parse_args(argv)
+    command = " ".join(
+        ["python bench/experiments.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    result: dict = {"command": command, "machine": machine(), "cpu": describe_cpu()}
+    work = Path(tempfile.mkdtemp(prefix="cosrec-experiments-"))
+    running: list[ServiceProcess] = []
+    try:
+        print("exporting two ML-1M-sized bundles ...", flush=True)
+        bundle_a = export_bundle_ml1m_size(work / "a", seed=0)
+        bundle_b = export_bundle_ml1m_size(work / "b", seed=1)
+        catalogue = work / "catalogue.jsonl"
+        result["catalogue"] = write_catalogue(catalogue)
+        with redis_server(work) as redis_url:
+            base = {"ready_route": "/readyz", "reload_poll_s": "0"}
+            off = ServiceProcess.start(bundle_a, redis_url, **base)
+            running.append(off)
+            result["histories"] = load_histories(off.port, redis_url)
+            on = {
+                "catalogue": str(catalogue),
+                "variants": f"B={bundle_b}:0.5",
+                "experiment_salt": f"bench-{args.seed}",
+            }
+            with_rules = ServiceProcess.start(bundle_a, redis_url, **base, **on)
+            running.append(with_rules)
+            shadowed = ServiceProcess.start(
+                bundle_a, redis_url, **base, **on, shadow_bundle=str(bundle_b), shadow_sample="0.1"
+            )
+            running.append(shadowed)
+            time.sleep(1.0)
+            # the simulation first: the cost runs record their answers too, with no clicks
+            if not args.skip_simulation:
+                result["simulation"] = run_simulation(with_rules.url, redis_url, args.seed)
+            if not args.skip_cost:
+                print(f"cost at c={args.concurrency}, {args.repeats} rounds:", flush=True)
+                services = {
+                    "off": (off.port, recommend_pool(None, 2)),
+                    "on": (with_rules.port, recommend_pool(FILTERS, 2)),
+                    "on+shadow10%": (shadowed.port, recommend_pool(FILTERS, 2)),
+                }
+                result["cost"] = {
+                    "off": "one bundle, no catalogue, no record; requests {user_id, n: 10}",
+                    "on": f"{result['catalogue']['items']}-item catalogue, variants A and B "
+                    f"(50/50), every answer recorded, requests with {FILTERS} and the default "
+                    "only_available",
+                    "on+shadow10%": "on, plus a shadow bundle scoring 10% of requests",
+                    "rows": measure_cost(services, args),
+                }
+    finally:
+        for service in running:
+            service.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())

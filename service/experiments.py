@@ -1,0 +1,277 @@
+"""Online experiments: variants with sticky user assignment, the record of what was shown,
+and a shadow bundle that scores a sample of traffic off the request path.
+
+- Assignment: a user's variant is a keyed BLAKE2b hash of the user id (key: the salt), read as
+  a number in [0, 1) and placed on the cumulative weights. Same user, same variant, on every
+  worker and replica, with no state; another salt reshuffles everyone.
+- The record: every answer, with its recommendation_id, goes onto the user's recommendations
+  stream (`contract.redis_layout`), written after the answer in one pipeline per burst, never
+  on the request's path; when Redis is slow the queue is bounded and what overflows is counted.
+- The shadow: a sampled request's inputs (history, user, exclusions, rules) and its served top
+  10 are queued (bounded, dropped when full); a background task scores them with the shadow
+  bundle on its own low-priority thread and records the overlap of the two top 10s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import TYPE_CHECKING
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from contract.bundle import Bundle
+from contract.ids import GENERIC_USER_INDEX, input_rows
+from contract.redis_layout import (
+    REC_ID,
+    REC_ITEM_SEPARATOR,
+    REC_ITEMS,
+    REC_TIMESTAMP,
+    REC_VARIANT,
+    recommendations_key,
+)
+from service import pipelining
+from service.metrics import Metrics
+from service.ranking import exclusions, top_n_rows
+from service.rules import Indexes, Rules, apply_rules, capped_top
+
+if TYPE_CHECKING:
+    from service.reloading import BundleHolder
+    from service.store import History
+
+log = logging.getLogger("cosrec.service")
+
+SHADOW_TOP = 10
+
+
+class Experiment:
+    """Sticky assignment of users to variants by a salted hash, with the settings' weights."""
+
+    def __init__(self, names: Sequence[str], weights: Sequence[float], salt: str) -> None:
+        self.names = list(names)
+        total = sum(weights)
+        self._cumulative = [w / total for w in accumulate(weights)] if total > 0 else [1.0]
+        self._key = salt.encode()[:64]
+        self._single = sum(1 for w in weights if w > 0) <= 1
+        self._only = next((k for k, w in enumerate(weights) if w > 0), 0)
+
+    def assign(self, user_id: str) -> int:
+        """The index of the user's variant."""
+        if self._single:
+            return self._only
+        digest = hashlib.blake2b(user_id.encode(), digest_size=8, key=self._key).digest()
+        point = int.from_bytes(digest, "big") / 2**64
+        return min(bisect_right(self._cumulative, point), len(self.names) - 1)
+
+
+class RecommendationLog:
+    """Writes served recommendations to the users' recommendations streams, in the background."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        max_per_user: int,
+        ttl_s: float,
+        timeout_s: float,
+        metrics: Metrics,
+        max_pending: int = 8192,
+        max_batch: int = 512,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._max_len = b"%d" % max_per_user
+        self._ttl = b"%d" % int(ttl_s * 1000) if ttl_s > 0 else None
+        self._timeout_s = timeout_s
+        self._metrics = metrics
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._pending: deque[tuple[str, str, str, list[str], float]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def record(self, user_id: str, rid: str, variant: str, item_ids: list[str]) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._metrics.unrecorded.labels("overloaded").inc()
+            return
+        self._pending.append((user_id, rid, variant, item_ids, time.time()))
+        self._idle.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = [
+                    self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))
+                ]
+                await self._write(batch)
+            self._idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait until every recommendation recorded so far was written (or failed)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+
+    async def _write(self, batch: list[tuple[str, str, str, list[str], float]]) -> None:
+        commands: list[list[bytes]] = []
+        separator = REC_ITEM_SEPARATOR.encode()
+        fields = REC_ID.encode(), REC_VARIANT.encode(), REC_ITEMS.encode(), REC_TIMESTAMP.encode()
+        for user_id, rid, variant, item_ids, at in batch:
+            key = recommendations_key(self._prefix, user_id).encode()
+            commands.append([
+                b"XADD", key, b"MAXLEN", self._max_len, b"*",
+                fields[0], rid.encode(), fields[1], variant.encode(),
+                fields[2], separator.join(i.encode() for i in item_ids),
+                fields[3], repr(at).encode(),
+            ])  # fmt: skip
+            if self._ttl is not None:
+                commands.append([b"PEXPIRE", key, self._ttl])
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                replies = await pipelining.execute(self._client, commands)
+        except (RedisError, OSError) as error:
+            self._metrics.unrecorded.labels("redis_unavailable").inc(len(batch))
+            log.debug("recommendations not recorded: %s", error)
+            return
+        failed = sum(isinstance(reply, Exception) for reply in replies)
+        if failed:
+            self._metrics.unrecorded.labels("redis_error").inc(failed)
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    user_id: str
+    recent_items: list[bytes]
+    excluded_ids: list[bytes]
+    rules: Rules
+    served: list[str]  # the served answer's model items, best first (at most SHADOW_TOP)
+    variant: str
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: nice applies per thread)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+class ShadowScorer:
+    """Scores a sample of requests with the shadow bundle, off the request path."""
+
+    def __init__(
+        self,
+        holder: BundleHolder,
+        indexes: Indexes,
+        metrics: Metrics,
+        sample: float,
+        max_pending: int = 256,
+        max_batch: int = 64,
+    ) -> None:
+        self.holder = holder
+        self._indexes = indexes
+        self._metrics = metrics
+        self._sample = sample
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._pending: deque[ShadowJob] = deque()
+        self._wake = asyncio.Event()
+        self._thread = ThreadPoolExecutor(
+            1, thread_name_prefix="shadow", initializer=_lower_priority
+        )
+        self._random = random.Random()
+
+    def wants(self) -> bool:
+        """Whether to sample this request (draw once per answered request)."""
+        return self._sample > 0 and self._random.random() < self._sample
+
+    def offer(self, job: ShadowJob) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._metrics.shadow.labels("dropped").inc()
+            return
+        self._pending.append(job)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                jobs = [
+                    self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))
+                ]
+                bundle = self.holder.current
+                try:
+                    index = self._indexes.get(bundle)
+                    overlaps = await loop.run_in_executor(
+                        self._thread, _shadow_overlaps, bundle, index, jobs, time.time()
+                    )
+                except Exception:  # the shadow must never cost the service
+                    self._metrics.shadow.labels("failed").inc(len(jobs))
+                    log.exception("shadow scoring failed")
+                    continue
+                self._metrics.shadow.labels("scored").inc(len(jobs))
+                for job, overlap in zip(jobs, overlaps, strict=True):
+                    self._metrics.shadow_overlap.labels(job.variant).observe(overlap)
+
+
+def _shadow_overlaps(bundle: Bundle, index, jobs: list[ShadowJob], now: float) -> list[float]:
+    """Per job: the share of its served top items that the shadow ranks in as many places."""
+    vocabulary = bundle.items
+    items = input_rows(
+        [vocabulary.lookup_utf8(job.recent_items) for job in jobs], bundle.sequence_length
+    )
+    users = np.fromiter(
+        (bundle.users.get(job.user_id, GENERIC_USER_INDEX) for job in jobs),
+        dtype=np.int64,
+        count=len(jobs),
+    )
+    scores = bundle.score(items, users)
+    apply_rules(scores, index, [job.rules for job in jobs], now)
+    excluded = exclusions(vocabulary.utf8_positions, [job.excluded_ids for job in jobs])
+    n = np.fromiter((len(job.served) for job in jobs), dtype=np.intp, count=len(jobs))
+    ranked = top_n_rows(scores, n, excluded)
+    ids = bundle.manifest.items
+    overlaps = []
+    for row, job in enumerate(jobs):
+        if job.rules.max_per_category:
+            columns, _ = capped_top(
+                scores[row], len(job.served), job.rules.max_per_category, index.column_categories
+            )
+        else:
+            columns = ranked.columns[row][: ranked.counts[row]].tolist()
+        shadow = {ids[c] for c in columns}
+        overlaps.append(len(shadow & set(job.served)) / len(job.served))
+    return overlaps
+
+
+def shadow_job(
+    user_id: str,
+    history: History,
+    exclude: Sequence[str],
+    rules: Rules,
+    served: list[str],
+    variant: str,
+) -> ShadowJob:
+    excluded = [*map(str.encode, exclude), *(history.seen_items or [])]
+    return ShadowJob(user_id, history.recent_items, excluded, rules, served[:SHADOW_TOP], variant)

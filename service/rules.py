@@ -1,0 +1,383 @@
+"""Business rules of /recommend, honoured on every path: the model's ranking, the popularity
+answers, the fallback while Redis is down, and the top-up when the model's items run out.
+
+A request's rules (`Rules`) are the filters it sent, else the deployment's defaults:
+include/exclude categories and tags, only items available now, an explicit candidate list, a
+cap per category. `exclude` and `exclude_seen` stay what they were (id lists, applied first).
+
+Per worker, per (catalogue copy, bundle), one `CatalogueIndex` turns the catalogue into arrays
+over the bundle's score columns: the model's scores of ineligible items become -inf with one
+numpy assignment per distinct rule set of a micro-batch (the result cached per rule set), so
+the hot path does no per-item Python and no Redis read. Popularity then tops an answer up to
+`n` from the items the model cannot score (catalogue items it does not know, candidates),
+checked item by item with the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from contract.bundle import Bundle
+from contract.ids import score_column
+from service.catalogue import UNLISTED, Catalogue, Item
+
+MAX_CACHED_RULE_SETS = 256
+EMPTY_COLUMNS = np.empty(0, dtype=np.intp)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What an answer must honour besides `exclude` and the seen items."""
+
+    include_categories: frozenset[str] | None = None  # at least one of them
+    exclude_categories: frozenset[str] = frozenset()  # none of them
+    include_tags: frozenset[str] | None = None
+    exclude_tags: frozenset[str] = frozenset()
+    only_available: bool = False  # `available` and now within [available_from, available_until)
+    candidates: frozenset[str] | None = None  # rank only these
+    max_per_category: int = 0  # at most this many items of one category (0: no cap)
+
+
+NO_RULES = Rules()
+
+
+def resolve_rules(query: Any, defaults: Rules) -> Rules:
+    """A request's rules: each filter it sent, else the deployment's default for it."""
+    sent = query.model_fields_set
+    if not sent & FILTER_FIELDS:
+        return defaults
+
+    def given(name: str, default: Any) -> Any:
+        value = getattr(query, name)
+        return default if value is None else value
+
+    def as_set(name: str, default: frozenset[str] | None) -> frozenset[str] | None:
+        value = getattr(query, name)
+        return default if value is None else frozenset(value)
+
+    return Rules(
+        include_categories=as_set("include_categories", defaults.include_categories),
+        exclude_categories=as_set("exclude_categories", defaults.exclude_categories),  # type: ignore[arg-type]
+        include_tags=as_set("include_tags", defaults.include_tags),
+        exclude_tags=as_set("exclude_tags", defaults.exclude_tags),  # type: ignore[arg-type]
+        only_available=given("only_available", defaults.only_available),
+        candidates=as_set("candidates", defaults.candidates),
+        max_per_category=given("max_per_category", defaults.max_per_category),
+    )
+
+
+FILTER_FIELDS = frozenset(
+    {
+        "include_categories",
+        "exclude_categories",
+        "include_tags",
+        "exclude_tags",
+        "only_available",
+        "candidates",
+        "max_per_category",
+    }
+)
+
+
+class CatalogueIndex:
+    """One catalogue copy over one bundle's score columns, and the popularity order."""
+
+    def __init__(self, catalogue: Catalogue, bundle: Bundle, unlisted_allowed: bool) -> None:
+        self.catalogue = catalogue
+        self.bundle = bundle
+        self.items = catalogue.items
+        self.unlisted_allowed = unlisted_allowed
+        vocabulary = bundle.items
+        self.width = len(vocabulary)
+        # item index i scores in column score_column(i); ids[k] has index k + 1
+        self.column = {
+            item_id: int(score_column(k + 1)) for k, item_id in enumerate(vocabulary.ids)
+        }
+        categories: dict[str, list[int]] = {}
+        tags: dict[str, list[int]] = {}
+        self.column_categories: list[tuple[str, ...]] = [()] * self.width
+        unavailable, unlisted, windows = [], [], []
+        for column, item_id in enumerate(vocabulary.ids):
+            item = self.items.get(item_id)
+            if item is None:
+                unlisted.append(column)
+                continue
+            self.column_categories[column] = item.categories
+            for category in item.categories:
+                categories.setdefault(category, []).append(column)
+            for tag in item.tags:
+                tags.setdefault(tag, []).append(column)
+            if not item.available:
+                unavailable.append(column)
+            elif item.available_from > -math.inf or item.available_until < math.inf:
+                windows.append((column, item.available_from, item.available_until))
+        self.category_columns = {k: np.asarray(v, dtype=np.intp) for k, v in categories.items()}
+        self.tag_columns = {k: np.asarray(v, dtype=np.intp) for k, v in tags.items()}
+        self.unavailable = np.asarray(unavailable, dtype=np.intp)
+        self.unlisted = np.asarray(unlisted, dtype=np.intp)
+        self.window_columns = np.asarray([w[0] for w in windows], dtype=np.intp)
+        self.window_from = np.asarray([w[1] for w in windows], dtype=np.float64)
+        self.window_until = np.asarray([w[2] for w in windows], dtype=np.float64)
+        # the popularity order: the bundle's popular items (training counts), then the items
+        # only the catalogue knows (by their `popularity`), then the bundle's other items
+        popularity = bundle.manifest.popularity
+        self.score_of: dict[str, float] = dict(
+            zip(popularity.items, map(float, popularity.counts), strict=True)
+        )
+        self.catalogue_only = sorted(
+            (item_id for item_id in self.items if item_id not in self.column),
+            key=lambda item_id: (-self.items[item_id].popularity, item_id),
+        )
+        for item_id in self.catalogue_only:
+            self.score_of[item_id] = self.items[item_id].popularity
+        rest = [item_id for item_id in vocabulary.ids if item_id not in self.score_of]
+        self.order: list[str] = [*popularity.items, *self.catalogue_only, *rest]
+        self.rank = {item_id: position for position, item_id in enumerate(self.order)}
+        members: dict[str, list[str]] = {}
+        tag_members: dict[str, list[str]] = {}
+        for item_id, item in self.items.items():
+            for category in item.categories:
+                members.setdefault(category, []).append(item_id)
+            for tag in item.tags:
+                tag_members.setdefault(tag, []).append(item_id)
+        self.category_members = members
+        self.tag_members = tag_members
+        self._static: dict[Rules, np.ndarray] = {}
+
+    def item(self, item_id: str) -> Item:
+        return self.items.get(item_id, UNLISTED)
+
+    # ------------------------------------------------------------ the model's columns
+    def ineligible(self, rules: Rules, now: float) -> np.ndarray:
+        """The score columns the rules leave out at `now` (duplicates allowed)."""
+        columns = self._static.get(rules)
+        if columns is None:
+            columns = self._static_columns(rules)
+            if rules.candidates is None:  # candidate lists are per request: not worth keeping
+                if len(self._static) >= MAX_CACHED_RULE_SETS:
+                    self._static.clear()
+                self._static[rules] = columns
+        if rules.only_available and self.window_columns.size:
+            outside = (now < self.window_from) | (now >= self.window_until)
+            if outside.any():
+                columns = np.concatenate([columns, self.window_columns[outside]])
+        return columns
+
+    def _static_columns(self, rules: Rules) -> np.ndarray:
+        eligible = np.ones(self.width, dtype=bool)
+        if rules.include_categories is not None:
+            eligible &= self._any_of(self.category_columns, rules.include_categories)
+        if rules.include_tags is not None:
+            eligible &= self._any_of(self.tag_columns, rules.include_tags)
+        for category in rules.exclude_categories:
+            eligible[self.category_columns.get(category, EMPTY_COLUMNS)] = False
+        for tag in rules.exclude_tags:
+            eligible[self.tag_columns.get(tag, EMPTY_COLUMNS)] = False
+        if rules.only_available:
+            eligible[self.unavailable] = False
+        if not self.unlisted_allowed:
+            eligible[self.unlisted] = False
+        if rules.candidates is not None:
+            wanted = np.zeros(self.width, dtype=bool)
+            columns = [self.column[c] for c in rules.candidates if c in self.column]
+            wanted[np.asarray(columns, dtype=np.intp)] = True
+            eligible &= wanted
+        return np.flatnonzero(~eligible)
+
+    def _any_of(self, index: dict[str, np.ndarray], names: frozenset[str]) -> np.ndarray:
+        hit = np.zeros(self.width, dtype=bool)
+        for name in names:
+            hit[index.get(name, EMPTY_COLUMNS)] = True
+        return hit
+
+    # ------------------------------------------------------------ item by item
+    def eligible(self, item_id: str, rules: Rules, now: float) -> bool:
+        """Whether the rules allow `item_id` at `now` (the same rules as `ineligible`)."""
+        item = self.items.get(item_id)
+        if item is None:
+            if not self.unlisted_allowed:
+                return False
+            item = UNLISTED
+        if rules.candidates is not None and item_id not in rules.candidates:
+            return False
+        if rules.include_categories is not None and rules.include_categories.isdisjoint(
+            item.categories
+        ):
+            return False
+        if rules.exclude_categories and not rules.exclude_categories.isdisjoint(item.categories):
+            return False
+        if rules.include_tags is not None and rules.include_tags.isdisjoint(item.tags):
+            return False
+        if rules.exclude_tags and not rules.exclude_tags.isdisjoint(item.tags):
+            return False
+        return not rules.only_available or item.available_at(now)
+
+    def walk(self, rules: Rules, after_model: bool) -> Iterable[str]:
+        """Items in popularity order that may pass the rules; `after_model`: only those the
+        model could not score (it has ranked every eligible item it knows)."""
+        if rules.candidates is not None:
+            pool: Iterable[str] = rules.candidates
+        elif rules.include_categories is not None:
+            pool = {i for c in rules.include_categories for i in self.category_members.get(c, ())}
+        elif rules.include_tags is not None:
+            pool = {i for t in rules.include_tags for i in self.tag_members.get(t, ())}
+        else:
+            return self.catalogue_only if after_model else self.order
+        if after_model:
+            pool = [item_id for item_id in pool if item_id not in self.column]
+        unranked = len(self.order)
+        return sorted(pool, key=lambda item_id: (self.rank.get(item_id, unranked), item_id))
+
+
+@dataclass
+class Answer:
+    """One answer in the making: items best first, the first `from_model` chosen by the model."""
+
+    item_ids: list[str]
+    scores: list[float]
+    from_model: int
+    per_category: dict[str, int]
+
+
+def apply_rules(
+    scores: np.ndarray, index: CatalogueIndex, rules: Sequence[Rules], now: float
+) -> None:
+    """Every ineligible cell of row r (by rules[r]) becomes -inf: one assignment per rule set."""
+    groups: dict[Rules, list[int]] = {}
+    for row, row_rules in enumerate(rules):
+        groups.setdefault(row_rules, []).append(row)
+    for row_rules, rows in groups.items():
+        columns = index.ineligible(row_rules, now)
+        if columns.size:
+            if len(rows) == 1:
+                scores[rows[0], columns] = -np.inf
+            else:
+                scores[np.ix_(rows, columns)] = -np.inf
+
+
+def capped_top(
+    row: np.ndarray, n: int, cap: int, column_categories: Sequence[tuple[str, ...]]
+) -> tuple[list[int], dict[str, int]]:
+    """The best columns of one row (excluded ones are -inf), at most `cap` per category (an
+    item of several categories counts in each and needs room in all), best first, ties in
+    column order."""
+    width = row.shape[0]
+    finite = int(np.count_nonzero(row > -np.inf))
+    chosen: list[int] = []
+    per_category: dict[str, int] = {}
+    k = min(finite, max(4 * n, n + 32))
+    start = 0
+    while len(chosen) < n and start < finite:
+        if k < finite:
+            best = np.argpartition(row, width - k)[width - k :]
+            best.sort()
+            order = best[np.argsort(-row[best], kind="stable")]
+        else:
+            order = np.argsort(-row, kind="stable")[:finite]
+        for column in order[start:].tolist():
+            categories = column_categories[column]
+            if any(per_category.get(c, 0) >= cap for c in categories):
+                continue
+            chosen.append(column)
+            for c in categories:
+                per_category[c] = per_category.get(c, 0) + 1
+            if len(chosen) == n:
+                break
+        start, k = k, finite  # not enough: walk the rest of the row in order
+    return chosen, per_category
+
+
+def count_categories(index: CatalogueIndex, item_ids: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item_id in item_ids:
+        for category in index.item(item_id).categories:
+            counts[category] = counts.get(category, 0) + 1
+    return counts
+
+
+def top_up(
+    answer: Answer,
+    index: CatalogueIndex,
+    rules: Rules,
+    n: int,
+    excluded: set[str],
+    now: float,
+    after_model: bool,
+) -> None:
+    """Fill `answer` up to n from the popularity order, with the same rules and cap."""
+    if len(answer.item_ids) >= n:
+        return
+    chosen = set(answer.item_ids)
+    cap = rules.max_per_category
+    per_category = answer.per_category
+    for item_id in index.walk(rules, after_model):
+        if item_id in chosen or item_id in excluded or not index.eligible(item_id, rules, now):
+            continue
+        if cap:
+            categories = index.item(item_id).categories
+            if any(per_category.get(c, 0) >= cap for c in categories):
+                continue
+            for c in categories:
+                per_category[c] = per_category.get(c, 0) + 1
+        answer.item_ids.append(item_id)
+        answer.scores.append(index.score_of.get(item_id, 0.0))
+        chosen.add(item_id)
+        if len(answer.item_ids) == n:
+            return
+
+
+def popularity_answer(
+    index: CatalogueIndex, rules: Rules, n: int, excluded: set[str], now: float
+) -> Answer:
+    answer = Answer([], [], 0, {})
+    top_up(answer, index, rules, n, excluded, now, after_model=False)
+    return answer
+
+
+class Indexes:
+    """This worker's CatalogueIndex per bundle, over the catalogue copy they were built for.
+
+    A changed catalogue copy is indexed off the event loop (`prepare`) while requests go on
+    with the indexes of the copy before it, then all are swapped at once: no request waits
+    for an index over a large catalogue, and one answer never mixes two copies."""
+
+    MAX_KEPT = 8  # bundles: the serving one, challengers, the shadow, and a reload or two
+
+    def __init__(self, current_catalogue: Callable[[], Catalogue], unlisted_allowed: bool) -> None:
+        self._catalogue = current_catalogue
+        self.unlisted_allowed = unlisted_allowed
+        self._built: list[CatalogueIndex] = []
+        self._serving: Catalogue | None = None  # the copy `_built` is over (None: not prepared)
+
+    def get(self, bundle: Bundle) -> CatalogueIndex:
+        """The index of `bundle` over the prepared catalogue copy (built now if missing: a
+        bundle just swapped in)."""
+        catalogue = self._serving if self._serving is not None else self._catalogue()
+        for index in self._built:
+            if index.bundle is bundle and index.catalogue is catalogue:
+                return index
+        index = CatalogueIndex(catalogue, bundle, self.unlisted_allowed)
+        kept = [built for built in self._built if built.catalogue is catalogue]
+        self._built = [*kept[-(self.MAX_KEPT - 1) :], index]
+        return index
+
+    async def prepare(self, bundles: Sequence[Bundle]) -> None:
+        """Index `bundles` over the current catalogue copy off the event loop, then serve
+        those indexes (unless a newer copy arrived meanwhile: its own `prepare` swaps)."""
+        catalogue = self._catalogue()
+        built = [index for index in self._built if index.catalogue is catalogue]
+        for bundle in bundles:
+            if not any(index.bundle is bundle for index in built):
+                index = await asyncio.to_thread(
+                    CatalogueIndex, catalogue, bundle, self.unlisted_allowed
+                )
+                built.append(index)
+        if self._catalogue() is catalogue:
+            self._built = built[-self.MAX_KEPT :]
+            self._serving = catalogue
