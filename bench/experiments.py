@@ -15,7 +15,8 @@ bench/results/experiments.json.
    two variants, the record of every answer and requests with filters ("on"); and "on" plus a
    shadow bundle scoring 10% of requests. All three run at once on the same Redis (6,040
    users' histories) and are measured in turn, three rounds, medians (bench/serve.py's load
-   generator and bundle sizes).
+   generator and bundle sizes). Then where the difference goes: wrk at c=64 on "off" and
+   "on" while py-spy samples each (bench/profile_serve.py's CPU budget per request).
 
     .venv/bin/python bench/experiments.py [--duration 5] [--repeats 3] [--concurrency 64]
 """
@@ -39,6 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from profile_serve import profile, recommend_script  # noqa: E402
 from serve import (  # noqa: E402  (bench/serve.py, beside this script)
     NUM_ITEMS,
     NUM_USERS,
@@ -322,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-simulation", action="store_true")
+    parser.add_argument(
+        "--skip-profile", action="store_true", help="no py-spy CPU budget of off and on"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "experiments.json")
     args = parser.parse_args(argv)
     command = " ".join(
@@ -371,6 +376,19 @@ def main(argv: list[str] | None = None) -> int:
                     "on+shadow10%": "on, plus a shadow bundle scoring 10% of requests",
                     "rows": measure_cost(services, args),
                 }
+            if not args.skip_profile:  # where the difference goes: wrk + py-spy, as profile_serve
+                fields = "," + json.dumps(FILTERS)[1:-1]
+                result["cost_cpu_budget"] = [
+                    profile(off.port, off.process.pid, "off", recommend_script(), 10, work),
+                    profile(
+                        with_rules.port,
+                        with_rules.process.pid,
+                        "on",
+                        recommend_script(fields),
+                        10,
+                        work,
+                    ),
+                ]
     finally:
         for service in running:
             service.stop()

@@ -44,6 +44,9 @@ from serve import (  # noqa: E402  (bench/serve.py, beside this script)
 PARTS = [
     ("onnxruntime", r"onnxruntime|contract/bundle\.py.*\bscore\b"),
     ("ranking (top-n)", r"service/ranking\.py"),
+    ("business rules (filters, cap per category)", r"service/rules\.py"),
+    ("experiments (assignment, answer record, shadow)", r"service/experiments\.py"),
+    ("catalogue copy", r"service/catalogue\.py"),
     (
         "Redis (client, protocol, replies)",
         r"service/store\.py|service/pipelining\.py|redis/|hiredis",
@@ -61,15 +64,22 @@ PARTS = [
     ("HTTP parsing and writing (uvicorn, httptools)", r"uvicorn/|httptools"),
     ("event loop (asyncio, uvloop)", r"asyncio/|uvloop|selectors"),
 ]
-WRK_SCRIPTS = {
-    "/recommend": f"""
+
+
+def recommend_script(fields: str = "") -> str:
+    """wrk's Lua: /recommend n=10 for users in turn; `fields`: more JSON fields, ',"k":v'."""
+    return f"""
 counter = 0
 request = function()
   counter = counter + 1
-  local body = '{{"user_id":"' .. (counter * 7919 % {NUM_USERS} + 1) .. '","n":10}}'
+  local body = '{{"user_id":"' .. (counter * 7919 % {NUM_USERS} + 1) .. '","n":10{fields}}}'
   return wrk.format("POST", "/recommend", {{["Content-Type"] = "application/json"}}, body)
 end
-""",
+"""
+
+
+WRK_SCRIPTS = {
+    "/recommend": recommend_script(),
     "floor": f"""
 counter = 0
 request = function()
@@ -105,9 +115,10 @@ def part_of(stack: str) -> str:
     return "other"
 
 
-def profile(port: int, pid: int, route: str, duration_s: float, work: Path) -> dict:
+def profile(port: int, pid: int, label: str, lua: str, duration_s: float, work: Path) -> dict:
+    """wrk at c=64 running `lua` against the service on `port` while py-spy samples `pid`."""
     script = work / "wrk.lua"
-    script.write_text(WRK_SCRIPTS[route])
+    script.write_text(lua)
     samples_path = work / "samples.txt"
     sampler = subprocess.Popen(
         [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
@@ -132,7 +143,7 @@ def profile(port: int, pid: int, route: str, duration_s: float, work: Path) -> d
     total = sum(parts.values())
     us_per_request = cpu / requests * 1e6
     return {
-        "route": route,
+        "route": label,
         "requests": requests,
         "rps": round(requests / duration_s, 1),
         "cpu_seconds": round(cpu, 2),
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             pid = int(subprocess.check_output(["pgrep", "-f", f"--port {port}"]).split()[0])
             for route in args.routes:
                 time.sleep(2)
-                budget = profile(port, pid, route, args.duration, work)
+                budget = profile(port, pid, route, WRK_SCRIPTS[route], args.duration, work)
                 print(json.dumps(budget, indent=1), flush=True)
                 budgets.append(budget)
     finally:

@@ -252,11 +252,13 @@ class CatalogueStore:
                 self._sha = await self.client.script_load(WRITE_SCRIPT)
                 return await self.client.evalsha(self._sha, len(keys), *keys, *args)
 
-    async def publish_file(self, items: Sequence[tuple[str, ItemAttributes]]) -> list[int] | None:
+    async def publish_file(
+        self, items: Sequence[tuple[str, ItemAttributes]], digest: str
+    ) -> list[int] | None:
         """Write the start-up file's items, unless this same file was the last one written
         (so a restart does not undo the updates made at run time). Each item's status
-        (WRITTEN, or REFUSED past COSREC_MAX_CATALOGUE_ITEMS), or None when not written."""
-        digest = file_digest(items)
+        (WRITTEN, or REFUSED past COSREC_MAX_CATALOGUE_ITEMS), or None when not written.
+        `digest`: the items' `file_digest`."""
         async with asyncio.timeout(self.timeout_s):
             stored = await self.client.get(self.keys.source)
         if stored is not None and stored.decode() == digest:
@@ -316,6 +318,7 @@ class CatalogueCache:
         self.metrics = metrics
         self.current = initial
         self._synced = False  # whether `current` came from Redis (else: the file, or nothing)
+        self._file_digest: str | None = None  # of the start-up file, computed once
         self._lock = asyncio.Lock()
         metrics.catalogue_items.set(len(initial.items))
 
@@ -358,7 +361,11 @@ class CatalogueCache:
 
     async def start(self, file_items: Sequence[tuple[str, ItemAttributes]] | None) -> None:
         """Publish the start-up file (once per file content) and read the catalogue."""
-        statuses = None if file_items is None else await self.store.publish_file(file_items)
+        statuses = None
+        if file_items is not None:
+            if self._file_digest is None:  # once: the watch publishes through here every poll
+                self._file_digest = file_digest(file_items)
+            statuses = await self.store.publish_file(file_items, self._file_digest)
         if statuses is not None:
             refused = statuses.count(REFUSED)
             log.info(

@@ -24,7 +24,7 @@ from service.rules import (
     Indexes,
     Rules,
     apply_rules,
-    capped_top,
+    capped_tops,
     popularity_answer,
     top_up,
 )
@@ -273,10 +273,15 @@ def _score_and_rank(
         answers.append(
             Answer([item_ids[c] for c in columns[row][:count]], top_scores[row][:count], count, {})
         )
-    for row in capped:
-        chosen, per_category = capped_top(
-            scores[row], int(wanted[row]), rules[row].max_per_category, index.column_categories
-        )
+    if not capped:
+        return answers, inference_s
+    tops = capped_tops(
+        scores[capped],
+        [int(wanted[row]) for row in capped],
+        [rules[row].max_per_category for row in capped],
+        index.column_categories,
+    )
+    for row, (chosen, per_category) in zip(capped, tops, strict=True):
         answers[row] = Answer(
             [item_ids[c] for c in chosen],
             scores[row, chosen].tolist(),

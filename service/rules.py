@@ -266,31 +266,63 @@ def capped_top(
 ) -> tuple[list[int], dict[str, int]]:
     """The best columns of one row (excluded ones are -inf), at most `cap` per category (an
     item of several categories counts in each and needs room in all), best first, ties in
-    column order."""
-    width = row.shape[0]
-    finite = int(np.count_nonzero(row > -np.inf))
-    chosen: list[int] = []
-    per_category: dict[str, int] = {}
-    k = min(finite, max(4 * n, n + 32))
-    start = 0
-    while len(chosen) < n and start < finite:
-        if k < finite:
-            best = np.argpartition(row, width - k)[width - k :]
-            best.sort()
-            order = best[np.argsort(-row[best], kind="stable")]
-        else:
-            order = np.argsort(-row, kind="stable")[:finite]
-        for column in order[start:].tolist():
-            categories = column_categories[column]
-            if any(per_category.get(c, 0) >= cap for c in categories):
-                continue
-            chosen.append(column)
-            for c in categories:
-                per_category[c] = per_category.get(c, 0) + 1
-            if len(chosen) == n:
+    column order; and how many it took of each category."""
+    return capped_tops(row[None, :], [n], [cap], column_categories)[0]
+
+
+def capped_tops(
+    rows: np.ndarray,
+    wanted: Sequence[int],
+    caps: Sequence[int],
+    column_categories: Sequence[tuple[str, ...]],
+) -> list[tuple[list[int], dict[str, int]]]:
+    """`capped_top` of each row of `rows`. The first candidates of every row (4 n, at least
+    n + 32) are ranked in one numpy pass: per-row numpy calls cost more than the ranking."""
+    count, width = rows.shape
+    finite = np.count_nonzero(rows > -np.inf, axis=1).tolist()
+    k = min(width, max(max(4 * n, n + 32) for n in wanted))
+    if k < width:
+        best = np.argpartition(rows, width - k, axis=1)[:, width - k :]
+        best.sort(axis=1)  # so that the stable sort below leaves ties in column order
+    else:
+        best = np.broadcast_to(np.arange(width), rows.shape)
+    values = np.take_along_axis(rows, best, axis=1)
+    order = np.take_along_axis(best, np.argsort(-values, axis=1, kind="stable"), axis=1)
+    results = []
+    for r in range(count):
+        n, cap = wanted[r], caps[r]
+        chosen: list[int] = []
+        per_category: dict[str, int] = {}
+        _take(
+            order[r, : min(k, finite[r])].tolist(), n, cap, column_categories, chosen, per_category
+        )
+        if len(chosen) < n and finite[r] > k:  # not enough: walk the rest of the row in order
+            rest = np.argsort(-rows[r], kind="stable")[k : finite[r]].tolist()
+            _take(rest, n, cap, column_categories, chosen, per_category)
+        results.append((chosen, per_category))
+    return results
+
+
+def _take(
+    columns: list[int],
+    n: int,
+    cap: int,
+    column_categories: Sequence[tuple[str, ...]],
+    chosen: list[int],
+    per_category: dict[str, int],
+) -> None:
+    """Append to `chosen` the `columns` (best first) that fit under the cap, up to n."""
+    for column in columns:
+        categories = column_categories[column]
+        for category in categories:
+            if per_category.get(category, 0) >= cap:
                 break
-        start, k = k, finite  # not enough: walk the rest of the row in order
-    return chosen, per_category
+        else:
+            chosen.append(column)
+            for category in categories:
+                per_category[category] = per_category.get(category, 0) + 1
+            if len(chosen) == n:
+                return
 
 
 def count_categories(index: CatalogueIndex, item_ids: Iterable[str]) -> dict[str, int]:
