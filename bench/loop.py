@@ -4,9 +4,10 @@ A real Redis, the real service serving REGISTRY/current, and `cosrec retrain` ru
 at the given period (default: the compose default, 5 minutes):
 1. a generated log (300 users, 100 items, real sequential structure) is sent as events and a
    first cycle trains the first bundle;
-2. freshness: a new item `hit` starts trending (100 users take it right after item i7); probe
-   users whose newest item is i7 ask for their top-10 every 2 s: the time from the first `hit`
-   event to its first appearance, and to its appearance for half of the probes;
+2. freshness: a new item `hit` starts trending (100 users take it right after item i7, three
+   times, then go on to another item); probe users whose newest item is i7 ask for their top-10
+   every 2 s: the time from the first `hit` event to its first appearance, and to its
+   appearance for half of the probes;
 3. safety: a poisoned stream (each user's items but the newest sent again, back-dated, in
    shuffled order, several times: random transitions drown the real ones) reaches the next
    cycle: the gate must refuse it, the serving bundle stay;
@@ -44,7 +45,7 @@ from cosrec.machine import describe_cpu  # noqa: E402
 from cosrec.processes import RedisProcess, ServiceProcess, free_port  # noqa: E402
 from training.synthetic import generate_log, shuffled_replays  # noqa: E402
 
-TREND_USERS = range(100)  # u1..u100 take the new item after i7
+TREND_USERS = range(100)  # u1..u100 take the new item right after i7, 3 times, then go on
 PROBES = [f"probe-{k}" for k in range(10)]  # their newest item is i7
 POISON_REPLAYS = 4  # as tests/test_retrain.py: the gate refuses what they teach
 
@@ -152,11 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         # 2. freshness
         post(service.url, [{"user_id": p, "item_id": "i7"} for p in PROBES])
         first_hit = time.time()
-        trend = [
-            {"user_id": log.users.ids[k], "item_id": item, "timestamp": first_hit + step}
-            for k in TREND_USERS
-            for step, item in enumerate(["i7", "hit", "i7", "hit", "i7", "hit"])
-        ]
+        # The trend, then life goes on (one more item of each user's own): `hit` is in the
+        # training data, while each user's newest event, the gate's holdout, is an ordinary one
+        # (were `hit` itself the holdout, it would also be an item the user had already taken:
+        # left out of the ranking, as the paper's protocol does, it could be found by no model)
+        trend = []
+        for k in TREND_USERS:
+            taken = {log.items.external(int(i)) for i in log.sequences[k]}
+            goes_on = next(i for i in reversed(items) if i not in taken | {"i7"})
+            trend += [
+                {"user_id": log.users.ids[k], "item_id": item, "timestamp": first_hit + step}
+                for step, item in enumerate(["i7", "hit"] * 3 + [goes_on])
+            ]
         post(service.url, trend)
         first_seen = half_seen = None
         deadline = time.monotonic() + 3 * args.period + 600
@@ -169,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 half_seen = now - first_hit
             time.sleep(2)
         results["freshness"] = {
-            "trend": "100 users take the new item `hit` right after i7 (3 times each)",
+            "trend": f"{len(TREND_USERS)} users take the new item `hit` right after i7 (3 times "
+            "each), then one more item of their own",
             "probes": len(PROBES),
             "seconds_to_first_probe_top10": first_seen,
             "seconds_to_half_the_probes_top10": half_seen,

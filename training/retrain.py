@@ -96,11 +96,15 @@ def collect_events(settings: RetrainSettings) -> tuple[int, str]:
     return len(rows), up_to
 
 
-def run_cycle(settings: RetrainSettings, log: Log = lambda _: None) -> CycleReport:
-    """Every step of the module docstring, once."""
+def run_cycle(
+    settings: RetrainSettings, log: Log = lambda _: None, archived_since_last: int = 0
+) -> CycleReport:
+    """Every step of the module docstring, once. `archived_since_last`: events the loop's
+    polls already archived since the last cycle (counted in this cycle's `events_read`)."""
     started = time.perf_counter()
     registry = Registry(settings.registry)
-    events_read, cursor = collect_events(settings)
+    new_events, cursor = collect_events(settings)
+    events_read = archived_since_last + new_events
     log(f"read {events_read} new events (cursor {cursor})")
     serving = registry.serving_version()
     data = _training_data(settings, registry)

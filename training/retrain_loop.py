@@ -96,8 +96,8 @@ def run_loop(
             )
             if due_by_time or due_by_events:
                 last_cycle = time.monotonic()
-                report = run_cycle(settings, echo)
-                metrics.events_read.inc(report.events_read)
+                report = run_cycle(settings, echo, pending)
+                metrics.events_read.inc(report.events_read - pending)  # the polls counted theirs
                 metrics.record(report)
                 echo(f"cycle: {report.decision} ({report.reason}); serving {report.serving}")
                 pending, done = 0, done + 1
