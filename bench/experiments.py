@@ -57,7 +57,6 @@ from cosrec.experiments import Z_95, experiment_report, two_proportion_test  # n
 from cosrec.machine import describe_cpu  # noqa: E402
 from cosrec.processes import ServiceProcess  # noqa: E402
 
-D = 50
 GENRES = [f"genre-{k}" for k in range(18)]  # ML-1M has 18 genres
 CATALOGUE_ONLY = 500  # items the model does not know
 RATE_A, RATE_B, PURCHASE_AFTER_CLICK = 0.05, 0.07, 0.3

@@ -5,7 +5,8 @@ JSON attributes, a version counter and a bounded sorted set of item id -> the ve
 last change. One Lua script applies a write atomically (the hash, the change set, the version).
 
 Each worker keeps its own copy in memory, so /recommend never reads the catalogue from Redis.
-Every `COSREC_CATALOGUE_POLL_S` the worker reads the version (one round trip); when it moved,
+Every `COSREC_CATALOGUE_POLL_S` the worker reads the version and the start-up file's digest (one
+round trip; a Redis that lost the file gets it again); when the version moved,
 it reads only the items changed since its own version, or everything when the change set was
 trimmed past it. A change is so honoured by every worker and replica within the poll interval
 plus a round trip and the rebuild of the worker's index (`service.rules`); the worker that
@@ -216,6 +217,12 @@ return status
 WRITTEN, ABSENT, REFUSED = 1, 0, 2
 
 
+class CatalogueState(NamedTuple):
+    version: int
+    trimmed: int  # the newest version trimmed from the change set
+    source: str | None  # digest of the start-up file last written
+
+
 class CatalogueStore:
     """The catalogue's Redis keys: atomic writes, and the reads a worker's refresh needs."""
 
@@ -254,25 +261,25 @@ class CatalogueStore:
 
     async def publish_file(
         self, items: Sequence[tuple[str, ItemAttributes]], digest: str
-    ) -> list[int] | None:
-        """Write the start-up file's items, unless this same file was the last one written
-        (so a restart does not undo the updates made at run time). Each item's status
-        (WRITTEN, or REFUSED past COSREC_MAX_CATALOGUE_ITEMS), or None when not written.
-        `digest`: the items' `file_digest`."""
-        async with asyncio.timeout(self.timeout_s):
-            stored = await self.client.get(self.keys.source)
-        if stored is not None and stored.decode() == digest:
-            return None
+    ) -> list[int]:
+        """Write the start-up file's items and remember `digest` (their `file_digest`) as the
+        file last written. Each item's status (WRITTEN, or REFUSED past
+        COSREC_MAX_CATALOGUE_ITEMS)."""
         _, statuses = await self.write([(item_id, a.to_json()) for item_id, a in items])
         async with asyncio.timeout(self.timeout_s):
             await self.client.set(self.keys.source, digest)
         return statuses
 
-    async def state(self) -> tuple[int, int]:
-        """(version, newest version trimmed from the change set)."""
+    async def state(self) -> CatalogueState:
+        """The version, the newest version trimmed from the change set, and the digest of the
+        start-up file last written: one round trip."""
         async with asyncio.timeout(self.timeout_s):
-            version, trimmed = await self.client.mget(self.keys.version, self.keys.trimmed)
-        return int(version or 0), int(trimmed or 0)
+            version, trimmed, source = await self.client.mget(
+                self.keys.version, self.keys.trimmed, self.keys.source
+            )
+        return CatalogueState(
+            int(version or 0), int(trimmed or 0), None if source is None else source.decode()
+        )
 
     async def changed_since(self, version: int) -> list[tuple[str, int]]:
         """(item id, version of its last change) of the items changed after `version`."""
@@ -322,12 +329,13 @@ class CatalogueCache:
         self._lock = asyncio.Lock()
         metrics.catalogue_items.set(len(initial.items))
 
-    async def refresh(self) -> bool:
-        """Bring the copy up to Redis's version; True when it changed. Raises RedisError or
-        OSError when Redis does not answer (the copy stays as it was)."""
+    async def refresh(self, state: CatalogueState | None = None) -> bool:
+        """Bring the copy up to Redis's version (`state`, read now if not given); True when it
+        changed. Raises RedisError or OSError when Redis does not answer (the copy stays as it
+        was). A `state` older than this copy only costs a whole read, never a wrong copy."""
         async with self._lock:
             old = self.current
-            version, trimmed = await self.store.state()
+            version, trimmed, _ = state or await self.store.state()
             if self._synced and version == old.version:
                 self.metrics.catalogue_refreshed.set_to_current_time()
                 return False
@@ -360,28 +368,28 @@ class CatalogueCache:
             return True
 
     async def start(self, file_items: Sequence[tuple[str, ItemAttributes]] | None) -> None:
-        """Publish the start-up file (once per file content) and read the catalogue."""
-        statuses = None
+        """Publish the start-up file unless Redis holds it already (so a restart does not undo
+        the updates made at run time, and a Redis that lost it gets it again), then read the
+        catalogue: one round trip when nothing changed."""
+        state = await self.store.state()
         if file_items is not None:
-            if self._file_digest is None:  # once: the watch publishes through here every poll
+            if self._file_digest is None:  # once: the watch comes through here every poll
                 self._file_digest = file_digest(file_items)
-            statuses = await self.store.publish_file(file_items, self._file_digest)
-        if statuses is not None:
-            refused = statuses.count(REFUSED)
-            log.info(
-                "catalogue: %d items of the start-up file written to Redis", len(statuses) - refused
-            )
-            if refused:
-                log.error(
-                    "catalogue: %d items of the start-up file refused: the catalogue holds "
-                    "COSREC_MAX_CATALOGUE_ITEMS items",
-                    refused,
+            if state.source != self._file_digest:
+                statuses = await self.store.publish_file(file_items, self._file_digest)
+                refused = statuses.count(REFUSED)
+                log.info(
+                    "catalogue: %d items of the start-up file written to Redis",
+                    len(statuses) - refused,
                 )
-        await self.refresh()
-
-    @property
-    def synced(self) -> bool:
-        return self._synced
+                if refused:
+                    log.error(
+                        "catalogue: %d items of the start-up file refused: the catalogue holds "
+                        "COSREC_MAX_CATALOGUE_ITEMS items",
+                        refused,
+                    )
+                state = await self.store.state()
+        await self.refresh(state)
 
     async def watch(
         self,

@@ -65,6 +65,11 @@ class Services:
             bundles.append(self.shadow.holder.current)
         return bundles
 
+    async def reindex(self) -> None:
+        """Index every loaded bundle over the current catalogue copy, off the event loop
+        (after start-up, a catalogue change, a bundle reload): no request builds one."""
+        await self.indexes.prepare(self.bundles())
+
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -172,7 +177,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await catalogue.start(file_items)
     except (RedisError, OSError) as error:
         log.warning("catalogue: Redis did not answer at start-up (%s); retrying", error)
-    await indexes.prepare(services.bundles())
+    await services.reindex()
     services.recommendations.start()
     services.writer.start()
     app.state.services = services
@@ -185,14 +190,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     watchers = []
     if settings.reload_poll_s > 0:
         for watched in [*holders, *([shadow.holder] if shadow is not None else [])]:
-            watchers.append(asyncio.create_task(watched.watch(settings.reload_poll_s)))
-
-    async def catalogue_changed() -> None:
-        await indexes.prepare(services.bundles())
-
+            watchers.append(
+                asyncio.create_task(watched.watch(settings.reload_poll_s, services.reindex))
+            )
     watchers.append(
         asyncio.create_task(
-            catalogue.watch(settings.catalogue_poll_s, file_items, catalogue_changed)
+            catalogue.watch(settings.catalogue_poll_s, file_items, services.reindex)
         )
     )
     if recorder is not None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +90,19 @@ class BundleHolder:
         log.error("bundle reload refused, still serving %s: %s", old.model_version, reason)
         return ReloadResult(False, old.model_version, reason)
 
-    async def watch(self, interval_s: float) -> None:
-        """Reload whenever the manifest on disk changes: each change is tried once, and a
-        refused bundle is tried again when its files change again."""
+    async def watch(
+        self, interval_s: float, after_reload: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Reload whenever the manifest on disk changes (then `after_reload`): each change is
+        tried once, and a refused bundle is tried again when its files change again."""
         while True:
             await asyncio.sleep(interval_s)
             signature = _signature(self.path)
-            if signature is not None and signature != self._seen_signature:
-                await self.reload()  # never raises: a failure is a refusal
+            if signature is None or signature == self._seen_signature:
+                continue
+            result = await self.reload()  # never raises: a failure is a refusal
+            if result.reloaded and after_reload is not None:
+                try:
+                    await after_reload()
+                except Exception:  # the watch must outlive it; what it prepares is optional
+                    log.exception("after reloading %s", self.path)

@@ -325,14 +325,6 @@ def _take(
                 return
 
 
-def count_categories(index: CatalogueIndex, item_ids: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item_id in item_ids:
-        for category in index.item(item_id).categories:
-            counts[category] = counts.get(category, 0) + 1
-    return counts
-
-
 def top_up(
     answer: Answer,
     index: CatalogueIndex,

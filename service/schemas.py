@@ -10,12 +10,9 @@ from typing import Annotated, Literal, Protocol
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
-from service.catalogue import Label, item_record_model
+from service.catalogue import ID_PATTERN, MAX_TIMESTAMP, Label, item_record_model
 from service.ingest import IncomingEvent
 from service.settings import Settings, comma_list
-
-# Unix seconds; the bound keeps a millisecond timestamp sent by mistake out (year 5138).
-MAX_TIMESTAMP = 1e11
 
 
 # A TypedDict, not a model: /recommend builds up to max_n of them per answer, and pydantic
@@ -129,10 +126,6 @@ class RequestSchemas:
     recommend: type[BaseModel]
     events: type[BaseModel]
     items: type[BaseModel]
-
-
-# Ids are stored and logged exactly as sent: control characters (NUL among them) are refused.
-ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 
 def request_schemas(settings: Settings) -> RequestSchemas:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import REPO
+from cosrec.processes import free_port
 from model import build_model
 from training.distributed import backend_for, start, torchrun_environment
 from training.evaluation import evaluate
@@ -83,12 +83,6 @@ def worker(rank: int, port: int, results) -> None:
             results.put(curves)
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

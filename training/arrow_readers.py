@@ -36,6 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from contract.ids import Vocabulary
+from training.csv_dialect import sniff_dialect
 from training.data_errors import DataFormatError
 from training.dataset import Sequences
 
@@ -211,16 +212,8 @@ def _header_line(head: bytes, complete: bool) -> tuple[str, int] | None:
         position = end
 
 
-def _sniff(header_line: str) -> type[csv.Dialect] | str:
-    """The dialect read_csv sniffs from its header line (training.readers._sniff)."""
-    try:
-        return csv.Sniffer().sniff(header_line, delimiters=",\t;|")
-    except csv.Error:
-        return "excel"
-
-
 def _dialect(header_line: str) -> csv.Dialect | type[csv.Dialect]:
-    sniffed = _sniff(header_line)
+    sniffed = sniff_dialect(header_line)  # as read_csv sniffs it
     return csv.get_dialect(sniffed) if isinstance(sniffed, str) else sniffed
 
 

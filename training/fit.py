@@ -175,7 +175,7 @@ def fit(
                 config.loss,
             )
             total_loss += loss
-            if config.progress and batch % 20 == 0:
+            if show and batch % 20 == 0:  # .item() syncs: only where the bar shows it
                 elapsed = time.perf_counter() - started
                 done = min(start + config.batch_size, len(instances))
                 bar.set_postfix(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.ids import Vocabulary
+from training.csv_dialect import sniff_dialect
 from training.data_errors import DataFormatError
 from training.dataset import Sequences
 
@@ -261,7 +262,7 @@ def read_csv(
                 break
         else:
             raise DataFormatError(f"{path}: no interactions found")
-        reader = csv.reader(itertools.chain(head, lines), _sniff(head[-1]))
+        reader = csv.reader(itertools.chain(head, lines), sniff_dialect(head[-1]))
         header = next(row for row in reader if row)
         missing = [name for name in wanted if name not in header]
         if missing:
@@ -294,13 +295,6 @@ def read_csv(
     builder = _LogBuilder()
     builder.add_many(users, items, _csv_times(columns[2]) if time_col is not None else 0)
     return builder.build(path)
-
-
-def _sniff(header_line: str) -> type[csv.Dialect] | str:
-    try:
-        return csv.Sniffer().sniff(header_line, delimiters=",\t;|")
-    except csv.Error:
-        return "excel"
 
 
 def _csv_times(texts: list[str]) -> list[float] | list[str]:

@@ -124,7 +124,9 @@ def _space(model_name: str) -> dict[str, Distribution]:
 
 def is_trained(model_name: str) -> bool:
     """PopRec counts; every other family is trained, and searches the training settings."""
-    return model_name != "poprec"
+    from model import MODELS
+
+    return MODELS[model_name].trainable
 
 
 def reference_params(model_name: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ validation MAP: what `cosrec train --model auto` exports.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -34,7 +34,6 @@ from training.pipeline import (
     Log,
     PipelineResult,
     best_epoch,
-    metric_subset,
     retrain_on_test,
     training_run,
 )
@@ -269,23 +268,6 @@ def tune_model(
     return result, retrain(splits, result, log)
 
 
-def search_families(
-    splits: Splits,
-    names: Sequence[str],
-    budget: Budget,
-    base: TrainConfig | None = None,
-    log: Log | None = None,
-    on_result: Callable[[SearchResult], None] | None = None,
-) -> dict[str, SearchResult]:
-    """One search per family, each with the same budget (validation split only)."""
-    results = {}
-    for name in names:
-        results[name] = search(splits.validation, name, budget, base, log)
-        if on_result is not None:
-            on_result(results[name])
-    return results
-
-
 def choose_family(validation_maps: Mapping[str, float]) -> str:
     """The family whose search reached the best validation MAP (`SearchResult.validation_map`);
     the first given on ties. Test figures play no part."""
@@ -310,13 +292,4 @@ def report(search_result: SearchResult, result: PipelineResult) -> dict[str, Any
         "paper_epoch": result.paper_epoch,
         "search": search_result.summary(),
         "history": result.history(),
-    }
-
-
-def validation_figures(search_result: SearchResult) -> dict[str, float]:
-    """The best trial's validation figures at its selected epoch."""
-    at = {r.epoch: r.metrics for r in search_result.validation_run if r.metrics}
-    return {
-        **metric_subset(at[search_result.selected_epoch]),
-        "epoch": search_result.selected_epoch,
     }

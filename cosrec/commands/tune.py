@@ -70,7 +70,7 @@ def tune_main(argv: list[str]) -> int:
         from cosrec.machine import describe_device
         from training.checkpoint import save_checkpoint
         from training.export import DataSummary
-        from training.tune import choose_family, report, retrain, search
+        from training.tune import choose_family, report, tune_model
 
         args = parser.parse_args(argv)
         config = train_config_from_args(args)
@@ -84,8 +84,7 @@ def tune_main(argv: list[str]) -> int:
         entries: dict[str, dict[str, Any]] = {}
         for name in args.models:
             log_line(f"--- {name}")
-            found = search(splits.validation, name, budget, config, log_line)
-            result = retrain(splits, found, log_line)
+            found, result = tune_model(splits, name, budget, config, log_line)
             entry = {**report(found, result), "machine": machine, "command": command}
             history = entry.pop("history")
             entries[name] = entry

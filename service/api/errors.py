@@ -61,20 +61,23 @@ def _client_error(error: dict) -> dict:
     return safe
 
 
+def retry_later(detail: str) -> Response:
+    """503 with Retry-After: nothing was done, the client may send the same request again."""
+    return json_response({"detail": detail}, 503, **{"Retry-After": RETRY_AFTER_S})
+
+
 async def invalid_request(_: Request, error: RequestValidationError) -> Response:
     return json_response({"detail": [_client_error(e) for e in error.errors()]}, 422)
 
 
 async def redis_unavailable(request: Request, error: RedisUnavailableError) -> Response:
     redis_errors.warning("%s: Redis unavailable: %s", request.url.path, error)
-    return json_response({"detail": REDIS_UNAVAILABLE}, 503, **{"Retry-After": RETRY_AFTER_S})
+    return retry_later(REDIS_UNAVAILABLE)
 
 
 async def overloaded(request: Request, error: QueueFullError) -> Response:
     request.app.state.metrics.shed.labels(request.url.path, "overloaded").inc()
-    return json_response(
-        {"detail": f"overloaded ({error}): retry later"}, 503, **{"Retry-After": RETRY_AFTER_S}
-    )
+    return retry_later(f"overloaded ({error}): retry later")
 
 
 async def client_left(request: Request, _: Exception) -> Response:

@@ -5,7 +5,7 @@ from redis.exceptions import RedisError
 
 from service.admission import arrival
 from service.api.deps import disconnect_probe, require_key, services_of
-from service.api.errors import REDIS_UNAVAILABLE, RETRY_AFTER_S, json_response, redis_errors
+from service.api.errors import REDIS_UNAVAILABLE, redis_errors, retry_later
 from service.bodies import JsonBody
 from service.schemas import EventsInput, EventsResponse
 
@@ -42,4 +42,4 @@ def events_router(body: JsonBody) -> APIRouter:
 
 
 def _not_confirmed(reason: str) -> Response:
-    return json_response({"detail": reason + NOT_CONFIRMED}, 503, **{"Retry-After": RETRY_AFTER_S})
+    return retry_later(reason + NOT_CONFIRMED)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from redis.exceptions import RedisError
 
 from service.api.deps import require_key, services_of
-from service.api.errors import REDIS_UNAVAILABLE, RETRY_AFTER_S, json_response, redis_errors
+from service.api.errors import REDIS_UNAVAILABLE, json_response, redis_errors, retry_later
 from service.bodies import JsonBody
 from service.catalogue import REFUSED, WRITTEN, ItemAttributes
 from service.lifespan import Services
@@ -105,13 +105,11 @@ async def _refresh(services: Services) -> None:
     """This worker sees its own write at once (the others at their next poll)."""
     try:
         if await services.catalogue.refresh():
-            await services.indexes.prepare(services.bundles())
+            await services.reindex()
     except (RedisError, OSError):  # stored; the watch catches up
         services.metrics.catalogue_refresh_failures.inc()
 
 
 def _unavailable(error: Exception) -> Response:
     redis_errors.warning("/items: Redis unavailable: %s", error)
-    return json_response(
-        {"detail": REDIS_UNAVAILABLE + ": not stored, retry"}, 503, **{"Retry-After": RETRY_AFTER_S}
-    )
+    return retry_later(REDIS_UNAVAILABLE + ": not stored, retry")
