@@ -6,6 +6,7 @@ test run does (same seed, config and model) and appends each epoch's full test m
 JSON-lines file as it goes, so a run cut short by a time limit keeps every finished epoch.
 
     python bench/ml1m_test_run.py --data SPLIT_DIR --device cuda --out epochs.jsonl [--seconds 230]
+                                  [--no-cuda-graphs]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from model import build_model  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
-from training.fit import EpochStats, TrainConfig, fit, set_seed  # noqa: E402
+from training.fit import EpochStats, TrainConfig, fit, set_seed, training_path  # noqa: E402
 from training.scoring import torch_scorer  # noqa: E402
 from training.split import read_split  # noqa: E402
 
@@ -39,11 +40,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=float("inf"), help="time budget")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per epoch")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="eager steps on CUDA")
     args = parser.parse_args()
 
     started = time.perf_counter()
     split = read_split(args.data / "test")
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device, progress=False)
+    config = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        cuda_graphs=not args.no_cuda_graphs,
+        progress=False,
+    )
     set_seed(config.seed)  # as training.pipeline does: the initial weights are seeded too
     model = build_model(args.model, split.train.num_users, split.train.num_items, L=config.L)
     scorer = torch_scorer(model, config.device)
@@ -56,6 +64,7 @@ def main() -> int:
             "loss": stats.loss,
             "epoch_seconds": stats.seconds,
             "eval_seconds": time.perf_counter() - eval_started,
+            "training": training_path(config),
             **metrics,
         }
         with args.out.open("a") as out:

@@ -8,6 +8,8 @@ the process CPU time and the fastest 5-batch chunk beside the mean so that conte
 
     python bench/train_speed.py               # fast-fp32, literal-fp32 and fast-bf16, all cores
     python bench/train_speed.py --settings fast-fp32:200,literal-fp32 --batches 50 --threads 1
+    python bench/train_speed.py --device cuda --settings fast-fp32,fast-fp32-graph,literal-fp32 \
+        --batches 300 --out bench/results/gpu/train_speed.json
 
 A setting may carry its own batch count after a colon (bf16 is slow on CPUs without native
 bf16 arithmetic, so it gets fewer by default).
@@ -32,6 +34,7 @@ import torch  # noqa: E402
 
 from cosrec.machine import describe_cpu  # noqa: E402
 from model import build_model  # noqa: E402
+from training.cuda_graph import EAGER_WARMUP_STEPS, GraphedTrainStep  # noqa: E402
 from training.fit import TrainConfig, make_optimizer, set_seed, train_step  # noqa: E402
 from training.instances import training_instances  # noqa: E402
 from training.readers import read_caser  # noqa: E402
@@ -39,21 +42,27 @@ from training.sampling import NegativeSampler  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ml-1m" / "split" / "test" / "train.txt.gz"
 CHUNK = 5  # batches per timed chunk
-# setting name -> (model.fast, bf16 autocast)
+# setting name -> (model.fast, bf16 autocast, step replayed as a CUDA graph)
 SETTINGS = {
-    "fast-fp32": (True, False),
-    "fast-bf16": (True, True),
-    "literal-fp32": (False, False),
-    "literal-bf16": (False, True),
+    "fast-fp32": (True, False, False),
+    "fast-bf16": (True, True, False),
+    "literal-fp32": (False, False, False),
+    "literal-bf16": (False, True, False),
+    "fast-fp32-graph": (True, False, True),  # CUDA only
+    "literal-fp32-graph": (False, False, True),  # CUDA only
 }
 
 
-def time_setting(model_name, train, instances, sampler, config, fast, batches, warmup) -> dict:
+def time_setting(
+    model_name, train, instances, sampler, config, fast, graphs, batches, warmup
+) -> dict:
     set_seed(config.seed)
     device = torch.device(config.device)
     model = build_model(model_name, train.num_users, train.num_items).to(device).train()
     model.fast = fast
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, capturable=graphs)
+    # Warm-up batches cover the graph's eager steps and its capture.
+    run_step = GraphedTrainStep(config.batch_size) if graphs else train_step
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(instances))[: (batches + warmup) * config.batch_size]
     users = instances.users[order]
@@ -68,7 +77,7 @@ def time_setting(model_name, train, instances, sampler, config, fast, batches, w
 
     def step(index: int) -> None:
         rows = slice(index * config.batch_size, (index + 1) * config.batch_size)
-        train_step(
+        run_step(
             model, optimizer, inputs[rows], users[rows], targets[rows], negatives[rows], config.bf16
         )
 
@@ -126,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup < 0 or args.threads < 1:
         print("train_speed: --warmup must be >= 0 and --threads >= 1", file=sys.stderr)
         return 2
+    graphed = [name for name in settings if SETTINGS[name][2]]
+    if graphed and args.device != "cuda":
+        print(f"train_speed: {', '.join(graphed)} need --device cuda", file=sys.stderr)
+        return 2
+    if graphed and args.warmup <= EAGER_WARMUP_STEPS:
+        print(f"train_speed: graphs need --warmup > {EAGER_WARMUP_STEPS}", file=sys.stderr)
+        return 2
     if not args.data.exists():
         print(f"train_speed: no such data file: {args.data}", file=sys.stderr)
         return 2
@@ -153,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     for name, batches in settings.items():
-        fast, bf16 = SETTINGS[name]
+        fast, bf16, graphs = SETTINGS[name]
         config.bf16 = bf16
         load_before = os.getloadavg()[0]
         timing = time_setting(
-            args.model, train, instances, sampler, config, fast, batches, args.warmup
+            args.model, train, instances, sampler, config, fast, graphs, batches, args.warmup
         )
         epoch = sampling_seconds + batches_per_epoch * timing["wall_seconds_per_batch"]
         best = sampling_seconds + batches_per_epoch * timing["fastest_chunk_wall_seconds_per_batch"]

@@ -10,7 +10,15 @@ import torch
 
 from model import build_model
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.fit import EpochStats, TrainConfig, bce_loss, fit, set_seed
+from training.fit import (
+    EpochStats,
+    TrainConfig,
+    bce_loss,
+    fit,
+    set_seed,
+    training_path,
+    uses_cuda_graphs,
+)
 from training.planted import planted_skip_sequences
 from training.scoring import torch_scorer
 
@@ -140,3 +148,13 @@ def test_refuses_anything_but_the_plain_checkpoint_dict(data, tmp_path):
     torch.save(content, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="does not match"):
         load_checkpoint(tmp_path / "mismatch.pt")
+
+
+def test_cuda_graphs_only_where_they_are_correct_cuda_float32_one_process() -> None:
+    cuda = TrainConfig(device="cuda")
+    assert uses_cuda_graphs(cuda)
+    assert not uses_cuda_graphs(cuda, processes=2)  # DDP's hooks are not captured
+    assert not uses_cuda_graphs(TrainConfig(device="cuda", bf16=True))
+    assert not uses_cuda_graphs(TrainConfig(device="cuda", cuda_graphs=False))
+    assert not uses_cuda_graphs(TrainConfig(device="cpu"))
+    assert training_path(TrainConfig(device="cpu")) == "eager steps on cpu, float32"

@@ -187,6 +187,7 @@ def train_main(argv: list[str]) -> int:
         from training.checkpoint import save_checkpoint
         from training.distributed import follow_pipeline
         from training.export import DataSummary, check_replaceable, export_bundle
+        from training.fit import training_path
         from training.pipeline import plot_history, run_pipeline
 
         args = parser.parse_args(argv)
@@ -214,6 +215,9 @@ def train_main(argv: list[str]) -> int:
             )
             hyperparameters = _hyperparameters(args)
             splits = load_splits_from_args(args)
+            processes = 1 if process is None else process.world_size
+            if process is None or process.is_main:
+                log_line(f"training: {training_path(config, processes)}")
             if process is not None and not process.is_main:  # rank 0 evaluates and writes
                 follow_pipeline(splits, args.model, hyperparameters, config)
                 return 0

@@ -42,6 +42,11 @@ def add_run_arguments(
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training")
     parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on CUDA, launch every kernel of a step eagerly instead of replaying one graph",
+    )
+    parser.add_argument(
         "--generic-user-rate",
         type=fraction,
         default=0.0,
@@ -77,6 +82,7 @@ def train_config_from_args(args: argparse.Namespace, **settings: Any) -> TrainCo
         seed=args.seed,
         device=args.device,
         bf16=args.bf16,
+        cuda_graphs=not args.no_cuda_graphs,
         generic_user_rate=args.generic_user_rate,
         progress=not args.no_progress,
         **settings,
