@@ -2,7 +2,9 @@
 
 Ranking row by row cost ~90 us per request on this machine, mostly numpy call overhead on
 3,416-wide rows; over the batch matrix the same work is a few calls in all (and releases the
-GIL, so it runs on the inference thread beside the HTTP work).
+GIL, so it runs on the inference thread beside the HTTP work). Nor is a row partitioned whole:
+a partition of every 8th cell sets a threshold that a few dozen cells pass, and only those are
+sorted (`ranked_candidates`), a third of the time of `argpartition` over the batch here.
 """
 
 from __future__ import annotations
@@ -47,26 +49,78 @@ def exclusions(item_index: Mapping[bytes, int], ids_per_row: Sequence[list[bytes
     return Exclusions(rows[known], score_column(index[known]))
 
 
+SAMPLE_STRIDE = 8  # one cell in 8 sets a row's candidate threshold
+SAMPLE_MARGIN = 4  # sampled cells above the threshold beyond k / SAMPLE_STRIDE
+LOWEST = np.finfo(np.float32).min  # a threshold that lets every finite score in, and no -inf
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Each row's best cells, best first, equal scores in column order: row r's are
+    `columns[starts[r]:starts[r + 1]]` (and `scores[...]`). There are at least k of them, or
+    all finite cells of the row (`complete[r]`); -inf cells are never candidates."""
+
+    columns: np.ndarray
+    scores: np.ndarray
+    starts: np.ndarray  # [rows + 1]
+    complete: np.ndarray  # [rows] bool: every finite cell of the row is a candidate
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+
+def ranked_candidates(scores: np.ndarray, k: int) -> Candidates:
+    """Candidates holding each row's k best cells (or all its finite cells), sorted.
+
+    Exact: a row's threshold is a score of the row, every cell at or above it is a candidate,
+    so when k cells pass, the k best are among them (ties at the threshold pass together). A
+    row where fewer pass (an unlucky sample, or few finite cells) takes all its finite cells.
+    """
+    rows, width = scores.shape
+    sample = scores[:, ::SAMPLE_STRIDE]
+    taken = sample.shape[1]
+    above = min(taken, k // SAMPLE_STRIDE + SAMPLE_MARGIN)
+    threshold = np.partition(sample, taken - above, axis=1)[:, taken - above]
+    threshold[threshold == -np.inf] = LOWEST
+    mask = scores >= threshold[:, None]
+    # flat indices (1-D nonzero is many times faster than 2-D) come in row, then column order
+    cells = np.flatnonzero(mask)
+    found = np.bincount(cells // width, minlength=rows)
+    short = found < k
+    if short.any():
+        mask[short] = scores[short] > -np.inf
+        cells = np.flatnonzero(mask)
+        found = np.bincount(cells // width, minlength=rows)
+    row_of = cells // width
+    values = scores.reshape(-1)[cells]
+    order = np.lexsort((-values, row_of))  # stable: equal scores keep their column order
+    starts = np.zeros(rows + 1, dtype=np.intp)
+    np.cumsum(found, out=starts[1:])
+    cells = cells[order]
+    return Candidates(cells - row_of[order] * width, values[order], starts, short)
+
+
 def top_n_rows(scores: np.ndarray, n: np.ndarray, excluded: Exclusions) -> RankedRows:
     """Row r's min(n[r], available) best columns, never an excluded one, best first, equal
-    scores in column order. No full sort: one argpartition over the batch (which of several
-    items tied at the cut-off gets in is up to it).
+    scores in column order (as a stable full sort of the row).
 
     Mutates `scores`: the excluded cells become -inf.
     """
     rows, width = scores.shape
     scores[excluded.rows, excluded.columns] = -np.inf
-    available = width - np.count_nonzero(scores == -np.inf, axis=1)
     k = int(min(n.max(initial=0), width))
     if k == 0:
         empty = np.empty((rows, 0), dtype=np.intp)
         return RankedRows(empty, empty.astype(scores.dtype), np.zeros(rows, dtype=np.intp))
-    # argpartition leaves the k best in no particular order: put them in column order, then
-    # a stable sort by score keeps equal scores in column order. (Plain fancy indexing, not
-    # take_along_axis: its Python-level set-up cost more than the work at small batches.)
-    row = np.arange(rows)[:, None]
-    best = np.argpartition(scores, width - k, axis=1)[:, width - k :]
-    best.sort(axis=1)
-    best_scores = scores[row, best]
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    return RankedRows(best[row, order], best_scores[row, order], np.minimum(n, available))
+    candidates = ranked_candidates(scores, k)
+    found = candidates.counts()
+    if candidates.columns.size == 0:
+        empty = np.zeros((rows, k), dtype=np.intp)
+        return RankedRows(empty, empty.astype(scores.dtype), np.zeros(rows, dtype=np.intp))
+    # Row r's first k candidates as a [rows, k] matrix; cells past its count repeat a
+    # candidate of the batch and are not read.
+    cells = np.minimum(
+        candidates.starts[:-1, None] + np.arange(k),
+        np.maximum(candidates.starts[1:, None] - 1, 0),
+    )
+    return RankedRows(candidates.columns[cells], candidates.scores[cells], np.minimum(n, found))

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -120,16 +120,21 @@ class Recommender:
             return self.fallbacks(jobs, reason, bundles)
         now = time.time()
         if len(bundles) == 1 or all(job.variant == jobs[0].variant for job in jobs):
-            return await self._score(bundles[jobs[0].variant], jobs, histories, now)
-        results: list[Recommendation | None] = [None] * len(jobs)
+            part = self._prepare(bundles[jobs[0].variant], jobs, histories, now)
+            await self._rank([part])
+            return self._finish(part, now)
+        parts, positions = [], []
         for variant, bundle in enumerate(bundles):
-            positions = [p for p, job in enumerate(jobs) if job.variant == variant]
-            if positions:
-                answers = await self._score(
-                    bundle, [jobs[p] for p in positions], [histories[p] for p in positions], now
-                )
-                for position, answer in zip(positions, answers, strict=True):
-                    results[position] = answer
+            mine = [p for p, job in enumerate(jobs) if job.variant == variant]
+            if mine:
+                positions.append(mine)
+                mine_histories = [histories[p] for p in mine]
+                parts.append(self._prepare(bundle, [jobs[p] for p in mine], mine_histories, now))
+        await self._rank(parts)  # every variant's model work in one hand-off
+        results: list[Recommendation | None] = [None] * len(jobs)
+        for part, mine in zip(parts, positions, strict=True):
+            for position, answer in zip(mine, self._finish(part, now), strict=True):
+                results[position] = answer
         return results  # type: ignore[return-value]  # every job has a variant
 
     def fallbacks(
@@ -162,13 +167,15 @@ class Recommender:
         answer = popularity_answer(self._indexes.get(bundle), job.rules, job.n, excluded, now)
         return Recommendation(answer.item_ids, answer.scores, source, bundle.model_version, reason)
 
-    async def _score(
+    def _prepare(
         self,
         bundle: Bundle,
         jobs: list[RecommendJob],
         histories_read: list[History],
         now: float,
-    ) -> list[Recommendation]:
+    ) -> _VariantPart:
+        """One variant's jobs: the popularity answers of those the model cannot read, and the
+        model input and ranking work of the others."""
         vocabulary = bundle.items
         index = self._indexes.get(bundle)
         histories = [vocabulary.lookup_utf8(history.recent_items) for history in histories_read]
@@ -178,44 +185,71 @@ class Recommender:
             dtype=np.int64,
             count=len(jobs),
         )
-        results: list[Recommendation | None] = [None] * len(jobs)
-        rows: list[int] = []
+        part = _VariantPart(bundle, index, jobs, histories_read, [None] * len(jobs))
         for position, job in enumerate(jobs):
             if all_users[position] == GENERIC_USER_INDEX and not all_items[position].any():
                 excluded = _excluded_set(job, histories_read[position])
-                results[position] = self._popular(
+                part.results[position] = self._popular(
                     bundle, job, SOURCE_POPULARITY, "no_history", excluded, now
                 )
             else:
-                rows.append(position)
-        if not rows:
-            return results  # type: ignore[return-value]  # every job went to popularity
-        items, users = all_items[rows], all_users[rows]
-        excluded = exclusions(
-            vocabulary.utf8_positions, [_excluded_ids(jobs[p], histories_read[p]) for p in rows]
-        )
-        n = np.fromiter((jobs[p].n for p in rows), dtype=np.intp, count=len(rows))
-        rules = [jobs[p].rules for p in rows]
-        work = partial(_score_and_rank, bundle, index, items, users, n, excluded, rules, now)
-        if len(rows) >= OFFLOAD_MIN_ROWS:
+                part.rows.append(position)
+        rows = part.rows
+        if rows:
+            excluded = exclusions(
+                vocabulary.utf8_positions,
+                [_excluded_ids(jobs[p], histories_read[p]) for p in rows],
+            )
+            n = np.fromiter((jobs[p].n for p in rows), dtype=np.intp, count=len(rows))
+            rules = [jobs[p].rules for p in rows]
+            part.work = partial(
+                _score_and_rank,
+                bundle,
+                index,
+                all_items[rows],
+                all_users[rows],
+                n,
+                excluded,
+                rules,
+                now,
+            )
+        return part
+
+    async def _rank(self, parts: list[_VariantPart]) -> None:
+        """Every variant's model work of the batch, in one hand-off to the inference thread."""
+        scored = [part for part in parts if part.work is not None]
+        if not scored:
+            return
+
+        def run_all() -> list[tuple[list[Answer], float]]:
+            return [part.work() for part in scored]  # type: ignore[misc]  # filtered above
+
+        if sum(len(part.rows) for part in scored) >= OFFLOAD_MIN_ROWS:
             # onnxruntime and numpy release the GIL: HTTP keeps flowing on the event loop
             loop = asyncio.get_running_loop()
-            answers, inference_s = await loop.run_in_executor(self._inference_thread, work)
+            outcomes = await loop.run_in_executor(self._inference_thread, run_all)
         else:
-            answers, inference_s = work()
-        self._metrics.inference_seconds.observe(inference_s)
-        self._metrics.batch_size.observe(len(rows))
+            outcomes = run_all()
+        for part, (answers, inference_s) in zip(scored, outcomes, strict=True):
+            part.answers = answers
+            self._metrics.inference_seconds.observe(inference_s)
+            self._metrics.batch_size.observe(len(part.rows))
+
+    def _finish(self, part: _VariantPart, now: float) -> list[Recommendation]:
+        """The variant's recommendations: the model's answers topped up where its eligible
+        items ran out; a sample offered to the shadow bundle."""
         shadow = self._shadow
-        for position, answer in zip(rows, answers, strict=True):
+        index, jobs, histories_read = part.index, part.jobs, part.histories
+        for position, answer in zip(part.rows, part.answers, strict=True):
             job = jobs[position]
             if len(answer.item_ids) < job.n:  # the model's eligible items ran out
                 excluded_ids = _excluded_set(job, histories_read[position])
                 top_up(answer, index, job.rules, job.n, excluded_ids, now, after_model=True)
-            results[position] = Recommendation(
+            part.results[position] = Recommendation(
                 answer.item_ids,
                 answer.scores,
                 SOURCE_MODEL,
-                bundle.model_version,
+                part.bundle.model_version,
                 from_model=answer.from_model,
             )
             if shadow is not None and answer.from_model and shadow.wants():
@@ -229,7 +263,21 @@ class Recommender:
                         self._variant_names[job.variant],
                     )
                 )
-        return results  # type: ignore[return-value]  # every position is filled above
+        return part.results  # type: ignore[return-value]  # every position is filled above
+
+
+@dataclass
+class _VariantPart:
+    """One variant's share of a batch, from its model input to its recommendations."""
+
+    bundle: Bundle
+    index: CatalogueIndex
+    jobs: list[RecommendJob]
+    histories: list[History]
+    results: list[Recommendation | None]  # popularity answers at first, then all
+    rows: list[int] = field(default_factory=list)  # positions the model scores
+    work: Callable[[], tuple[list[Answer], float]] | None = None  # ORT and ranking
+    answers: list[Answer] = field(default_factory=list)  # the work's, one per row
 
 
 def _excluded_ids(job: RecommendJob, history: History) -> list[bytes]:

@@ -7,7 +7,7 @@ cap per category. `exclude` and `exclude_seen` stay what they were (id lists, ap
 
 Per worker, per (catalogue copy, bundle), one `CatalogueIndex` turns the catalogue into arrays
 over the bundle's score columns: the model's scores of ineligible items become -inf with one
-numpy assignment per distinct rule set of a micro-batch (the result cached per rule set), so
+numpy add per distinct rule set of a micro-batch (the result cached per rule set), so
 the hot path does no per-item Python and no Redis read. Popularity then tops an answer up to
 `n` from the items the model cannot score (catalogue items it does not know, candidates),
 checked item by item with the same rules.
@@ -26,6 +26,7 @@ import numpy as np
 from contract.bundle import Bundle
 from contract.ids import score_column
 from service.catalogue import UNLISTED, Catalogue, Item
+from service.ranking import ranked_candidates
 
 MAX_CACHED_RULE_SETS = 256
 EMPTY_COLUMNS = np.empty(0, dtype=np.intp)
@@ -148,26 +149,35 @@ class CatalogueIndex:
                 tag_members.setdefault(tag, []).append(item_id)
         self.category_members = members
         self.tag_members = tag_members
-        self._static: dict[Rules, np.ndarray] = {}
+        # rule set -> its penalty before the availability windows (None: nothing left out)
+        self._static: dict[Rules, np.ndarray | None] = {}
 
     def item(self, item_id: str) -> Item:
         return self.items.get(item_id, UNLISTED)
 
     # ------------------------------------------------------------ the model's columns
-    def ineligible(self, rules: Rules, now: float) -> np.ndarray:
-        """The score columns the rules leave out at `now` (duplicates allowed)."""
-        columns = self._static.get(rules)
-        if columns is None:
+    def penalty(self, rules: Rules, now: float) -> np.ndarray | None:
+        """A row to add to a score row: -inf in the columns the rules leave out at `now`, 0
+        elsewhere (None: nothing left out). One vectorised add per row costs less than
+        scattering -inf over hundreds of columns."""
+        if rules in self._static:
+            penalty = self._static[rules]
+        else:
             columns = self._static_columns(rules)
+            penalty = None
+            if columns.size:
+                penalty = np.zeros(self.width, dtype=np.float32)
+                penalty[columns] = -np.inf
             if rules.candidates is None:  # candidate lists are per request: not worth keeping
                 if len(self._static) >= MAX_CACHED_RULE_SETS:
                     self._static.clear()
-                self._static[rules] = columns
+                self._static[rules] = penalty
         if rules.only_available and self.window_columns.size:
             outside = (now < self.window_from) | (now >= self.window_until)
             if outside.any():
-                columns = np.concatenate([columns, self.window_columns[outside]])
-        return columns
+                penalty = np.zeros(self.width, np.float32) if penalty is None else penalty.copy()
+                penalty[self.window_columns[outside]] = -np.inf
+        return penalty
 
     def _static_columns(self, rules: Rules) -> np.ndarray:
         eligible = np.ones(self.width, dtype=bool)
@@ -198,7 +208,7 @@ class CatalogueIndex:
 
     # ------------------------------------------------------------ item by item
     def eligible(self, item_id: str, rules: Rules, now: float) -> bool:
-        """Whether the rules allow `item_id` at `now` (the same rules as `ineligible`)."""
+        """Whether the rules allow `item_id` at `now` (the same rules as `penalty`)."""
         item = self.items.get(item_id)
         if item is None:
             if not self.unlisted_allowed:
@@ -248,17 +258,18 @@ class Answer:
 def apply_rules(
     scores: np.ndarray, index: CatalogueIndex, rules: Sequence[Rules], now: float
 ) -> None:
-    """Every ineligible cell of row r (by rules[r]) becomes -inf: one assignment per rule set."""
+    """Every ineligible cell of row r (by rules[r]) becomes -inf: one add per rule set."""
     groups: dict[Rules, list[int]] = {}
     for row, row_rules in enumerate(rules):
         groups.setdefault(row_rules, []).append(row)
     for row_rules, rows in groups.items():
-        columns = index.ineligible(row_rules, now)
-        if columns.size:
-            if len(rows) == 1:
-                scores[rows[0], columns] = -np.inf
-            else:
-                scores[np.ix_(rows, columns)] = -np.inf
+        penalty = index.penalty(row_rules, now)
+        if penalty is None:
+            continue
+        if len(rows) == len(scores):
+            scores += penalty
+        else:
+            scores[rows] += penalty
 
 
 def capped_top(
@@ -276,29 +287,24 @@ def capped_tops(
     caps: Sequence[int],
     column_categories: Sequence[tuple[str, ...]],
 ) -> list[tuple[list[int], dict[str, int]]]:
-    """`capped_top` of each row of `rows`. The first candidates of every row (4 n, at least
-    n + 32) are ranked in one numpy pass: per-row numpy calls cost more than the ranking."""
-    count, width = rows.shape
-    finite = np.count_nonzero(rows > -np.inf, axis=1).tolist()
-    k = min(width, max(max(4 * n, n + 32) for n in wanted))
-    if k < width:
-        best = np.argpartition(rows, width - k, axis=1)[:, width - k :]
-        best.sort(axis=1)  # so that the stable sort below leaves ties in column order
-    else:
-        best = np.broadcast_to(np.arange(width), rows.shape)
-    values = np.take_along_axis(rows, best, axis=1)
-    order = np.take_along_axis(best, np.argsort(-values, axis=1, kind="stable"), axis=1)
+    """`capped_top` of each row of `rows`. Every row's best candidates (4 n, at least n + 32)
+    are ranked in one numpy pass over the batch (`ranked_candidates`): per-row numpy calls
+    cost more than the ranking."""
+    k = min(rows.shape[1], max(max(4 * n, n + 32) for n in wanted))
+    candidates = ranked_candidates(rows, k)
+    columns, starts = candidates.columns.tolist(), candidates.starts.tolist()
     results = []
-    for r in range(count):
+    for r in range(len(rows)):
         n, cap = wanted[r], caps[r]
         chosen: list[int] = []
         per_category: dict[str, int] = {}
-        _take(
-            order[r, : min(k, finite[r])].tolist(), n, cap, column_categories, chosen, per_category
-        )
-        if len(chosen) < n and finite[r] > k:  # not enough: walk the rest of the row in order
-            rest = np.argsort(-rows[r], kind="stable")[k : finite[r]].tolist()
-            _take(rest, n, cap, column_categories, chosen, per_category)
+        _take(columns[starts[r] : starts[r + 1]], n, cap, column_categories, chosen, per_category)
+        if len(chosen) < n and not candidates.complete[r]:
+            # not enough under the cap: walk the rest of the row in order (the candidates are
+            # its best cells, so the full order starts with them)
+            finite = int(np.count_nonzero(rows[r] > -np.inf))
+            rest = np.argsort(-rows[r], kind="stable")[starts[r + 1] - starts[r] : finite]
+            _take(rest.tolist(), n, cap, column_categories, chosen, per_category)
         results.append((chosen, per_category))
     return results
 

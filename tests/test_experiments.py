@@ -235,3 +235,18 @@ def test_statistics_against_known_values():
         b = sum(rng.random() < 0.1 for _ in range(400))
         positives += two_proportion_test(a, 400, b, 400).p_value < 0.05
     assert 0.03 < positives / 2000 < 0.07
+
+
+def test_each_users_record_is_capped_and_expires_with_the_user(
+    make_client, redis_url, other_bundle
+):
+    client = make_client(
+        variants=f"B={other_bundle}:0.5", max_recommendations_per_user=3, user_ttl_s=100
+    )
+    for _ in range(5):
+        assert client.post("/recommend", json={"user_id": "capped", "n": 2}).status_code == 200
+    drain(client)
+    raw = redis.Redis.from_url(redis_url)
+    key = recommendations_key("cosrec", "capped")
+    assert raw.xlen(key) == 3  # the newest 3 of 5
+    assert 0 < raw.pttl(key) <= 100_000

@@ -14,7 +14,7 @@ from conftest import REPO
 from contract.redis_layout import user_from_log_key, user_from_tag, user_keys, user_tag
 from cosrec.processes import free_port, service_env
 from service.batching import ClientGoneError, GreedyBatcher, QueueFullError
-from service.ranking import Exclusions, exclusions, top_n_rows
+from service.ranking import Exclusions, exclusions, ranked_candidates, top_n_rows
 
 
 def test_top_n_rows_equal_a_full_sort_of_each_row_without_its_excluded():
@@ -34,6 +34,31 @@ def test_top_n_rows_equal_a_full_sort_of_each_row_without_its_excluded():
         assert count == min(n[row], 70)
         assert ranked.columns[row, :count].tolist() == reference[: n[row]]
         assert ranked.scores[row, :count].tolist() == scores[row, reference[: n[row]]].tolist()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ranked_candidates_start_each_row_as_a_stable_full_sort_does(seed):
+    """Exact whatever the sample draws: heavy ties (integer scores), rows mostly -inf, rows
+    with no finite cell, k from 1 to past the width."""
+    rng = np.random.default_rng(seed)
+    rows, width = int(rng.integers(1, 12)), int(rng.integers(1, 300))
+    scores = rng.integers(-5, 6, size=(rows, width)).astype(np.float32)
+    if seed % 2:
+        scores += rng.normal(size=(rows, width)).astype(np.float32)
+    for row in range(rows):
+        scores[row, rng.random(width) < rng.choice([0.0, 0.5, 0.97, 1.0])] = -np.inf
+    k = int(rng.integers(1, width + 5))
+    candidates = ranked_candidates(scores, k)
+    for row in range(rows):
+        finite = int(np.count_nonzero(scores[row] > -np.inf))
+        reference = np.argsort(-scores[row], kind="stable")[:finite]
+        got = candidates.columns[candidates.starts[row] : candidates.starts[row + 1]]
+        assert len(got) >= min(k, finite)
+        assert got.tolist() == reference[: len(got)].tolist()
+        if candidates.complete[row]:
+            assert len(got) == finite
+        else:
+            assert len(got) >= k
 
 
 def test_top_n_rows_with_everything_excluded_is_empty():
