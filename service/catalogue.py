@@ -27,7 +27,7 @@ from typing import Annotated, Any, NamedTuple
 import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from contract.redis_layout import CatalogueKeys, catalogue_keys
 from service.metrics import Metrics
@@ -233,7 +233,9 @@ class CatalogueStore:
         self.keys: CatalogueKeys = catalogue_keys(prefix)
         self.max_items = max_items
         self.timeout_s = timeout_s
-        self._sha: str | None = None
+        # redis-py's Script runs EVALSHA and, when Redis lost its scripts (restart, failover),
+        # loads the script again and retries
+        self._write_script = client.register_script(WRITE_SCRIPT)
 
     async def write(self, changes: Sequence[tuple[str, bytes | None]]) -> tuple[int, list[int]]:
         """Apply (item id, JSON attributes, or None to delete) in order, chunk by chunk (each
@@ -251,13 +253,7 @@ class CatalogueStore:
     async def _run(self, args: list) -> list:
         keys = [self.keys.items, self.keys.changes, self.keys.version, self.keys.trimmed]
         async with asyncio.timeout(self.timeout_s):
-            if self._sha is None:
-                self._sha = await self.client.script_load(WRITE_SCRIPT)
-            try:
-                return await self.client.evalsha(self._sha, len(keys), *keys, *args)
-            except NoScriptError:  # Redis lost its scripts (restart, failover): load again
-                self._sha = await self.client.script_load(WRITE_SCRIPT)
-                return await self.client.evalsha(self._sha, len(keys), *keys, *args)
+            return await self._write_script(keys=keys, args=args)
 
     async def publish_file(
         self, items: Sequence[tuple[str, ItemAttributes]], digest: str

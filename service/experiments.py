@@ -47,8 +47,9 @@ from contract.redis_layout import (
 )
 from service import pipelining
 from service.metrics import Metrics
-from service.ranking import exclusions, top_n_rows
-from service.rules import Indexes, Rules, apply_rules, capped_top
+from service.model_answers import model_answers
+from service.ranking import exclusions
+from service.rules import Indexes, Rules
 
 if TYPE_CHECKING:
     from service.reloading import BundleHolder
@@ -287,23 +288,14 @@ def _shadow_overlaps(bundle: Bundle, index, jobs: list[ShadowJob], now: float) -
         dtype=np.int64,
         count=len(jobs),
     )
-    scores = bundle.score(items, users)
-    apply_rules(scores, index, [job.rules for job in jobs], now)
     excluded = exclusions(vocabulary.utf8_positions, [job.excluded_ids for job in jobs])
     n = np.fromiter((len(job.served) for job in jobs), dtype=np.intp, count=len(jobs))
-    ranked = top_n_rows(scores, n, excluded)
-    ids = bundle.manifest.items
-    overlaps = []
-    for row, job in enumerate(jobs):
-        if job.rules.max_per_category:
-            columns, _ = capped_top(
-                scores[row], len(job.served), job.rules.max_per_category, index.column_categories
-            )
-        else:
-            columns = ranked.columns[row][: ranked.counts[row]].tolist()
-        shadow = {ids[c] for c in columns}
-        overlaps.append(len(shadow & set(job.served)) / len(job.served))
-    return overlaps
+    rules = [job.rules for job in jobs]
+    answers, _ = model_answers(bundle, index, items, users, n, excluded, rules, now)
+    return [
+        len(set(answer.item_ids) & set(job.served)) / len(job.served)
+        for answer, job in zip(answers, jobs, strict=True)
+    ]
 
 
 def shadow_job(

@@ -16,15 +16,14 @@ from contract.bundle import Bundle
 from contract.ids import GENERIC_USER_INDEX, input_rows
 from service.experiments import ShadowScorer, shadow_job
 from service.metrics import Metrics
-from service.ranking import Exclusions, exclusions, top_n_rows
+from service.model_answers import model_answers
+from service.ranking import exclusions
 from service.rules import (
     NO_RULES,
     Answer,
     CatalogueIndex,
     Indexes,
     Rules,
-    apply_rules,
-    capped_tops,
     popularity_answer,
     top_up,
 )
@@ -203,7 +202,7 @@ class Recommender:
             n = np.fromiter((jobs[p].n for p in rows), dtype=np.intp, count=len(rows))
             rules = [jobs[p].rules for p in rows]
             part.work = partial(
-                _score_and_rank,
+                model_answers,
                 bundle,
                 index,
                 all_items[rows],
@@ -290,50 +289,3 @@ def _excluded_set(job: RecommendJob, history: History) -> set[str]:
     """The ids a job's answer must leave out, as text (for the popularity walk)."""
     seen = history.seen_items or []
     return {*job.exclude, *(item.decode() for item in seen)}
-
-
-def _score_and_rank(
-    bundle: Bundle,
-    index: CatalogueIndex,
-    items: np.ndarray,
-    users: np.ndarray,
-    n: np.ndarray,
-    excluded: Exclusions,
-    rules: list[Rules],
-    now: float,
-) -> tuple[list[Answer], float]:
-    """Each row's answer from the model (excluded and ineligible items left out, the cap per
-    category applied) and the seconds onnxruntime took."""
-    started = time.perf_counter()
-    scores = bundle.score(items, users)
-    inference_s = time.perf_counter() - started
-    apply_rules(scores, index, rules, now)
-    capped = [row for row, row_rules in enumerate(rules) if row_rules.max_per_category]
-    wanted = n
-    if capped:
-        n = n.copy()
-        n[capped] = 0  # ranked below, with the cap
-    ranked = top_n_rows(scores, n, excluded)  # applies the exclusions to every row
-    item_ids = bundle.manifest.items
-    columns, top_scores = ranked.columns.tolist(), ranked.scores.tolist()
-    answers = []
-    for row, count in enumerate(ranked.counts.tolist()):
-        answers.append(
-            Answer([item_ids[c] for c in columns[row][:count]], top_scores[row][:count], count, {})
-        )
-    if not capped:
-        return answers, inference_s
-    tops = capped_tops(
-        scores[capped],
-        [int(wanted[row]) for row in capped],
-        [rules[row].max_per_category for row in capped],
-        index.column_categories,
-    )
-    for row, (chosen, per_category) in zip(capped, tops, strict=True):
-        answers[row] = Answer(
-            [item_ids[c] for c in chosen],
-            scores[row, chosen].tolist(),
-            len(chosen),
-            per_category,
-        )
-    return answers, inference_s

@@ -272,24 +272,17 @@ def apply_rules(
             scores[rows] += penalty
 
 
-def capped_top(
-    row: np.ndarray, n: int, cap: int, column_categories: Sequence[tuple[str, ...]]
-) -> tuple[list[int], dict[str, int]]:
-    """The best columns of one row (excluded ones are -inf), at most `cap` per category (an
-    item of several categories counts in each and needs room in all), best first, ties in
-    column order; and how many it took of each category."""
-    return capped_tops(row[None, :], [n], [cap], column_categories)[0]
-
-
 def capped_tops(
     rows: np.ndarray,
     wanted: Sequence[int],
     caps: Sequence[int],
     column_categories: Sequence[tuple[str, ...]],
 ) -> list[tuple[list[int], dict[str, int]]]:
-    """`capped_top` of each row of `rows`. Every row's best candidates (4 n, at least n + 32)
-    are ranked in one numpy pass over the batch (`ranked_candidates`): per-row numpy calls
-    cost more than the ranking."""
+    """Per row of `rows`: its best columns (excluded ones are -inf), at most `caps[r]` per
+    category (an item of several categories counts in each and needs room in all), up to
+    `wanted[r]`, best first, ties in column order; and how many it took of each category.
+    Every row's best candidates (4 n, at least n + 32) are ranked in one numpy pass over the
+    batch (`ranked_candidates`): per-row numpy calls cost more than the ranking."""
     k = min(rows.shape[1], max(max(4 * n, n + 32) for n in wanted))
     candidates = ranked_candidates(rows, k)
     columns, starts = candidates.columns.tolist(), candidates.starts.tolist()

@@ -66,6 +66,16 @@ def test_catalogue_routes_need_the_key_and_validate(make_client, redis_url):
     raw.close()
 
 
+def test_catalogue_writes_go_on_after_redis_forgets_its_scripts(make_client, redis_url):
+    client = make_client(api_key="k3y")
+    assert client.put("/items/s1", json={}, headers=KEY).status_code == 200
+    with redis.Redis.from_url(redis_url) as direct:
+        direct.script_flush()  # what a restart or a failover to a fresh replica leaves
+    again = client.put("/items/s2", json={"categories": ["drama"]}, headers=KEY)
+    assert again.status_code == 200, again.text
+    assert client.get("/items/s2", headers=KEY).json()["attributes"] == {"categories": ["drama"]}
+
+
 def test_the_catalogue_is_bounded(make_client):
     client = make_client(max_catalogue_items=2)
     assert (

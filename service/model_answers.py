@@ -1,0 +1,60 @@
+"""The model's answers to a batch of rows: onnxruntime's scores, then the business rules, the
+exclusions and the top n, capped per category where the rules ask. The recommender serves
+them; the shadow bundle computes the same to compare (service.experiments)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from contract.bundle import Bundle
+from service.ranking import Exclusions, top_n_rows
+from service.rules import Answer, CatalogueIndex, Rules, apply_rules, capped_tops
+
+
+def model_answers(
+    bundle: Bundle,
+    index: CatalogueIndex,
+    items: np.ndarray,
+    users: np.ndarray,
+    n: np.ndarray,
+    excluded: Exclusions,
+    rules: list[Rules],
+    now: float,
+) -> tuple[list[Answer], float]:
+    """Each row's answer from the model (excluded and ineligible items left out, the cap per
+    category applied) and the seconds onnxruntime took."""
+    started = time.perf_counter()
+    scores = bundle.score(items, users)
+    inference_s = time.perf_counter() - started
+    apply_rules(scores, index, rules, now)
+    capped = [row for row, row_rules in enumerate(rules) if row_rules.max_per_category]
+    wanted = n
+    if capped:
+        n = n.copy()
+        n[capped] = 0  # ranked below, with the cap
+    ranked = top_n_rows(scores, n, excluded)  # applies the exclusions to every row
+    item_ids = bundle.manifest.items
+    columns, top_scores = ranked.columns.tolist(), ranked.scores.tolist()
+    answers = []
+    for row, count in enumerate(ranked.counts.tolist()):
+        answers.append(
+            Answer([item_ids[c] for c in columns[row][:count]], top_scores[row][:count], count, {})
+        )
+    if not capped:
+        return answers, inference_s
+    tops = capped_tops(
+        scores[capped],
+        [int(wanted[row]) for row in capped],
+        [rules[row].max_per_category for row in capped],
+        index.column_categories,
+    )
+    for row, (chosen, per_category) in zip(capped, tops, strict=True):
+        answers[row] = Answer(
+            [item_ids[c] for c in chosen],
+            scores[row, chosen].tolist(),
+            len(chosen),
+            per_category,
+        )
+    return answers, inference_s
