@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from contract.event_log import stream_entries
 from contract.redis_layout import (
     DEFAULT_PREFIX,
     LOG_ITEM,
@@ -82,7 +83,7 @@ def read_attribution(
         acted: dict[str, set[str]] = {}  # rid -> types acted on
         for variant, _ in shown.values():
             result.variants.setdefault(variant, VariantCounts()).served += 1
-        for fields in _stream(client, user_keys(prefix, user_id).log, chunk):
+        for fields in stream_entries(client, user_keys(prefix, user_id).log, chunk):
             rid = fields.get(LOG_RECOMMENDATION.encode())
             if rid is None:
                 continue
@@ -115,18 +116,6 @@ def _recommendations(
                 fields[REC_VARIANT.encode()].decode(),
                 frozenset(fields[REC_ITEMS.encode()].decode().split(REC_ITEM_SEPARATOR)),
             )
-            for fields in _stream(client, key, chunk)
+            for fields in stream_entries(client, key, chunk)
         }
         yield user_id, shown
-
-
-def _stream(client: redis.Redis | redis.RedisCluster, key: str, chunk: int) -> Iterator[dict]:
-    start = "-"
-    while True:
-        entries = client.xrange(key, min=start, max="+", count=chunk)
-        for _, fields in entries:
-            yield fields
-        if len(entries) < chunk:
-            return
-        last = entries[-1][0]
-        start = "(" + (last.decode() if isinstance(last, bytes) else last)

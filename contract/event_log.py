@@ -46,17 +46,30 @@ def read_event_log(
     for raw_key in client.scan_iter(match=log_key_pattern(prefix), count=1000, _type="stream"):
         key = _decode(raw_key)
         user_id = user_from_log_key(prefix, key)
-        rows: list[Row] = []
         start = "-" if after is None else "(" + after
-        while True:
-            entries = client.xrange(key, min=start, max=up_to, count=chunk)
-            for _, fields in entries:
-                rows.append((user_id, fields[item_field].decode(), float(fields[time_field])))
-            if len(entries) < chunk:
-                break
-            start = "(" + _decode(entries[-1][0])  # exclusive: after the last entry read
+        rows = [
+            (user_id, fields[item_field].decode(), float(fields[time_field]))
+            for fields in stream_entries(client, key, chunk, start, up_to)
+        ]
         rows.sort(key=lambda row: row[2])  # stable: equal timestamps keep arrival order
         yield from rows
+
+
+def stream_entries(
+    client: redis.Redis | redis.RedisCluster,
+    key: str,
+    chunk: int = 10_000,
+    start: str = "-",
+    up_to: str = "+",
+) -> Iterator[dict]:
+    """The fields of a stream's entries from `start` to `up_to`, `chunk` per XRANGE."""
+    while True:
+        entries = client.xrange(key, min=start, max=up_to, count=chunk)
+        for _, fields in entries:
+            yield fields
+        if len(entries) < chunk:
+            return
+        start = "(" + _decode(entries[-1][0])  # exclusive: after the last entry read
 
 
 def cursor_now(client: redis.Redis | redis.RedisCluster) -> str:
@@ -67,11 +80,16 @@ def cursor_now(client: redis.Redis | redis.RedisCluster) -> str:
     return f"{milliseconds}-{2**64 - 1}"
 
 
-def read_event_log_url(url: str, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> list[Row]:
-    """read_event_log on a fresh client for `url` (closed afterwards)."""
+def open_client(url: str, cluster: bool = False) -> redis.Redis | redis.RedisCluster:
+    """A synchronous client for `url`: one Redis (or what Sentinel names), or a Cluster."""
     import redis
 
-    client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+    return redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+
+
+def read_event_log_url(url: str, prefix: str = DEFAULT_PREFIX, cluster: bool = False) -> list[Row]:
+    """read_event_log on a fresh client for `url` (closed afterwards)."""
+    client = open_client(url, cluster)
     try:
         return list(read_event_log(client, prefix))
     finally:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.bundle import Holdout, Lineage, load_bundle
-from contract.event_log import cursor_now, read_event_log
+from contract.event_log import cursor_now, open_client, read_event_log
 from contract.ids import Vocabulary
 from contract.redis_layout import DEFAULT_PREFIX
 from contract.registry import Registry
@@ -78,13 +78,8 @@ class CycleReport:
 
 def collect_events(settings: RetrainSettings) -> tuple[int, str]:
     """Steps 1: read the log after the cursor into the archive; returns (events, new cursor)."""
-    import redis
-
     registry = Registry(settings.registry)
-    if settings.cluster:
-        client = redis.RedisCluster.from_url(settings.redis_url)
-    else:
-        client = redis.Redis.from_url(settings.redis_url)
+    client = open_client(settings.redis_url, settings.cluster)
     try:
         state = registry.state()
         up_to = cursor_now(client)

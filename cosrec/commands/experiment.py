@@ -33,14 +33,11 @@ def experiment_main(argv: list[str]) -> int:
         import redis
 
         from contract.attribution import read_attribution
+        from contract.event_log import open_client
         from cosrec.experiments import as_json, experiment_report, format_report
 
         args = parser.parse_args(argv)
-        client = (
-            redis.RedisCluster.from_url(args.redis_url)
-            if args.cluster
-            else redis.Redis.from_url(args.redis_url)
-        )
+        client = open_client(args.redis_url, args.cluster)
         try:
             attribution = read_attribution(client, args.prefix)
         except (redis.RedisError, OSError) as error:
