@@ -303,6 +303,8 @@ def verdict(results: dict[str, Any], names: list[str]) -> list[str]:
             lines.append(
                 f"CosRec is the best, {test['cosrec'] - max(others):.4f} MAP above the next."
             )
+    if len(names) == 1:
+        return [*lines, f"Only {DISPLAY_NAMES.get(best, best)} was searched: nothing to compare."]
     if "auto" in results:
         picked = results["auto"]["picked"]
         beaten = [n for n in names if n != picked and test[n] > test[picked]]
