@@ -8,7 +8,6 @@ helpers shape reports like Table 3 (metrics down, models across).
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the heavy imports wait until a comparison runs
@@ -69,17 +68,10 @@ def count_popularity(
 ) -> tuple[SequentialRecommender, dict[str, Any]]:
     """A model that counts (PopRec) on the test split: no epochs, so both protocols give the
     same figures."""
-    from model import build_model
-    from training.evaluation import evaluate
+    from training.evaluation import count_and_evaluate
     from training.pipeline import metric_subset
-    from training.scoring import torch_scorer
 
-    train = splits.test.train
-    model = build_model(name, train.num_users, train.num_items)
-    model.fit_counts(train.item_counts())
-    started = time.perf_counter()
-    metrics = evaluate(torch_scorer(model), splits.test)
-    eval_seconds = time.perf_counter() - started
+    model, metrics, eval_seconds = count_and_evaluate(splits.test, name)
     figures = metric_subset(metrics) | {"epoch": 0}
     log(f"{name}: MAP {figures['map']:.4f} ({eval_seconds:.1f} s to evaluate)")
     report = {

@@ -30,11 +30,13 @@ sorting every row.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from model import SequentialRecommender
 from training.dataset import Split
 from training.scoring import ScoreFn
 
@@ -199,3 +201,16 @@ def _batch_metrics(
         metrics[f"prec@{k}"] = hits_at_k / np.maximum(np.minimum(candidates, k), 1)
         metrics[f"recall@{k}"] = hits_at_k / num_targets
     return metrics
+
+
+def count_and_evaluate(split: Split, model_name: str) -> tuple[SequentialRecommender, dict, float]:
+    """A model that counts (PopRec) fitted on the split's training part and measured on its
+    test part: the model, its metrics and the seconds both took (there are no epochs)."""
+    from model import build_model
+    from training.scoring import torch_scorer
+
+    started = time.perf_counter()
+    model = build_model(model_name, split.train.num_users, split.train.num_items)
+    model.fit_counts(split.train.item_counts())
+    metrics = evaluate(torch_scorer(model), split)
+    return model.eval(), metrics, time.perf_counter() - started

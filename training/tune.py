@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from model import build_model
 from training.dataset import Split
-from training.evaluation import evaluate
+from training.evaluation import count_and_evaluate
 from training.fit import TrainConfig
 from training.pipeline import (
     EpochRecord,
@@ -37,7 +36,6 @@ from training.pipeline import (
     retrain_on_test,
     training_run,
 )
-from training.scoring import torch_scorer
 from training.search_space import describe, is_trained, reference_params, settings_of, suggest
 from training.split import Splits
 
@@ -215,11 +213,7 @@ def search(
 
 def _count(split: Split, model_name: str, budget: Budget, base: TrainConfig, log: Log):
     """A family without settings (PopRec): one count of the validation split's training part."""
-    started = time.perf_counter()
-    model = build_model(model_name, split.train.num_users, split.train.num_items)
-    model.fit_counts(split.train.item_counts())
-    metrics = evaluate(torch_scorer(model), split)
-    seconds = time.perf_counter() - started
+    _, metrics, seconds = count_and_evaluate(split, model_name)
     log(f"{model_name}: validation MAP {metrics['map']:.4f} (counted, nothing to search)")
     record = EpochRecord(0, 0.0, 0.0, metrics, seconds)
     return SearchResult(
@@ -246,14 +240,10 @@ def retrain(splits: Splits, result: SearchResult, log: Log | None = None) -> Pip
             splits, result.model_name, result.hyperparameters, result.config,
             result.validation_run, 1, log,
         )  # fmt: skip
-    train = splits.test.train
-    model = build_model(result.model_name, train.num_users, train.num_items)
-    model.fit_counts(train.item_counts())
-    started = time.perf_counter()
-    metrics = evaluate(torch_scorer(model), splits.test)
-    record = EpochRecord(0, 0.0, 0.0, metrics, time.perf_counter() - started)
+    model, metrics, seconds = count_and_evaluate(splits.test, result.model_name)
+    record = EpochRecord(0, 0.0, 0.0, metrics, seconds)
     log(f"{result.model_name}: test MAP {metrics['map']:.4f}")
-    return PipelineResult(model.eval(), train, 0, 0, list(result.validation_run), [record])
+    return PipelineResult(model, splits.test.train, 0, 0, list(result.validation_run), [record])
 
 
 def tune_model(
