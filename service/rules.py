@@ -151,6 +151,8 @@ class CatalogueIndex:
         self.tag_members = tag_members
         # rule set -> its penalty before the availability windows (None: nothing left out)
         self._static: dict[Rules, np.ndarray | None] = {}
+        # (categories or tags, names, after_model) -> the popularity walk of their items
+        self._walks: dict[tuple[str, frozenset[str], bool], list[str]] = {}
 
     def item(self, item_id: str) -> Item:
         return self.items.get(item_id, UNLISTED)
@@ -231,14 +233,26 @@ class CatalogueIndex:
     def walk(self, rules: Rules, after_model: bool) -> Iterable[str]:
         """Items in popularity order that may pass the rules; `after_model`: only those the
         model could not score (it has ranked every eligible item it knows)."""
-        if rules.candidates is not None:
-            pool: Iterable[str] = rules.candidates
-        elif rules.include_categories is not None:
-            pool = {i for c in rules.include_categories for i in self.category_members.get(c, ())}
+        if rules.candidates is not None:  # per request: sorted each time, a bounded list
+            return self._in_order(rules.candidates, after_model)
+        if rules.include_categories is not None:
+            key = ("categories", rules.include_categories, after_model)
         elif rules.include_tags is not None:
-            pool = {i for t in rules.include_tags for i in self.tag_members.get(t, ())}
+            key = ("tags", rules.include_tags, after_model)
         else:
             return self.catalogue_only if after_model else self.order
+        walk = self._walks.get(key)
+        if walk is None:  # a category's items are sorted once per catalogue copy, not per request
+            members = self.category_members if key[0] == "categories" else self.tag_members
+            pool = {item for name in key[1] for item in members.get(name, ())}
+            walk = self._in_order(pool, after_model)
+            if len(self._walks) >= MAX_CACHED_RULE_SETS:
+                self._walks.clear()
+            self._walks[key] = walk
+        return walk
+
+    def _in_order(self, pool: Iterable[str], after_model: bool) -> list[str]:
+        """`pool` in popularity order; `after_model`: only the items the model cannot score."""
         if after_model:
             pool = [item_id for item_id in pool if item_id not in self.column]
         unranked = len(self.order)
