@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     routers = [
         recommend_router(recommend_body, read_key=settings.read_api_key is not None),
-        events_router(events_body),
+        events_router(events_body, write_key=settings.api_key is not None),
         items_router(item_body, items_body, settings.max_id_length),
     ]
     routers += [health.router, admin.router]
