@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     budgets = []
     try:
         bundle = export_bundle_ml1m_size(work / "bundle")
-        with redis_server(work) as redis_url, service(bundle, redis_url, 1, "cpu") as port:
+        with redis_server(work) as redis_url, service(bundle, redis_url, 1, "cpu") as running:
+            port, pid = running.port, running.process.pid  # 1 worker: the process serves
             load_histories(port, redis_url)
-            pid = int(subprocess.check_output(["pgrep", "-f", "--", f"--port {port}"]).split()[0])
             for route in args.routes:
                 time.sleep(2)
                 budget = profile(port, pid, route, WRK_SCRIPTS[route], args.duration, work)

@@ -250,7 +250,7 @@ def redis_server(directory: Path) -> Iterator[str]:
 
 
 @contextmanager
-def service(bundle: Path, redis_url: str, workers: int, device: str) -> Iterator[int]:
+def service(bundle: Path, redis_url: str, workers: int, device: str) -> Iterator[ServiceProcess]:
     running = ServiceProcess.start(
         bundle,
         redis_url,
@@ -262,7 +262,7 @@ def service(bundle: Path, redis_url: str, workers: int, device: str) -> Iterator
     )
     try:
         time.sleep(0.5 * workers)  # let every worker finish starting
-        yield running.port
+        yield running
     finally:
         running.stop()
 
@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(inference_check(bundle, args.device))
         with redis_server(work) as redis_url:
             for position, workers in enumerate(args.workers):
-                with service(bundle, redis_url, workers, args.device) as port:
+                with service(bundle, redis_url, workers, args.device) as running:
+                    port = running.port
                     if position == 0:
                         rows.append(load_histories(port, redis_url))
                     rows += measure(port, workers, args)

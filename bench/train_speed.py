@@ -62,7 +62,7 @@ def time_setting(
     model.fast = fast
     optimizer = make_optimizer(model, config, capturable=graphs)
     # Warm-up batches cover the graph's eager steps and its capture.
-    run_step = GraphedTrainStep(config.batch_size) if graphs else train_step
+    run_step = GraphedTrainStep(config.batch_size, train_step) if graphs else train_step
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(instances))[: (batches + warmup) * config.batch_size]
     users = instances.users[order]

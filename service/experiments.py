@@ -36,7 +36,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from contract.bundle import Bundle
-from contract.ids import GENERIC_USER_INDEX, input_rows
 from contract.redis_layout import (
     REC_ID,
     REC_ITEM_SEPARATOR,
@@ -47,7 +46,7 @@ from contract.redis_layout import (
 )
 from service import pipelining
 from service.metrics import Metrics
-from service.model_answers import model_answers
+from service.model_answers import excluded_ids, model_answers, model_input
 from service.ranking import exclusions
 from service.rules import Indexes, Rules
 
@@ -279,16 +278,10 @@ class ShadowScorer:
 
 def _shadow_overlaps(bundle: Bundle, index, jobs: list[ShadowJob], now: float) -> list[float]:
     """Per job: the share of its served top items that the shadow ranks in as many places."""
-    vocabulary = bundle.items
-    items = input_rows(
-        [vocabulary.lookup_utf8(job.recent_items) for job in jobs], bundle.sequence_length
+    items, users = model_input(
+        bundle, [job.recent_items for job in jobs], [job.user_id for job in jobs]
     )
-    users = np.fromiter(
-        (bundle.users.get(job.user_id, GENERIC_USER_INDEX) for job in jobs),
-        dtype=np.int64,
-        count=len(jobs),
-    )
-    excluded = exclusions(vocabulary.utf8_positions, [job.excluded_ids for job in jobs])
+    excluded = exclusions(bundle.items.utf8_positions, [job.excluded_ids for job in jobs])
     n = np.fromiter((len(job.served) for job in jobs), dtype=np.intp, count=len(jobs))
     rules = [job.rules for job in jobs]
     answers, _ = model_answers(bundle, index, items, users, n, excluded, rules, now)
@@ -306,5 +299,11 @@ def shadow_job(
     served: list[str],
     variant: str,
 ) -> ShadowJob:
-    excluded = [*map(str.encode, exclude), *(history.seen_items or [])]
-    return ShadowJob(user_id, history.recent_items, excluded, rules, served[:SHADOW_TOP], variant)
+    return ShadowJob(
+        user_id,
+        history.recent_items,
+        excluded_ids(exclude, history),
+        rules,
+        served[:SHADOW_TOP],
+        variant,
+    )

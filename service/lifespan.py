@@ -172,6 +172,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder,
         shadow,
     )
+    every_holder = [*holders, *([shadow.holder] if shadow is not None else [])]
+    for watched in every_holder:  # a bundle swapped in is indexed off the event loop
+        watched.after_reload = services.reindex
     try:  # the catalogue as Redis has it, before the first request (else the watch retries)
         async with asyncio.timeout(CATALOGUE_START_TIMEOUT_S):
             await catalogue.start(file_items)
@@ -189,10 +192,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     watchers = []
     if settings.reload_poll_s > 0:
-        for watched in [*holders, *([shadow.holder] if shadow is not None else [])]:
-            watchers.append(
-                asyncio.create_task(watched.watch(settings.reload_poll_s, services.reindex))
-            )
+        for watched in every_holder:
+            watchers.append(asyncio.create_task(watched.watch(settings.reload_poll_s)))
     watchers.append(
         asyncio.create_task(
             catalogue.watch(settings.catalogue_poll_s, file_items, services.reindex)

@@ -5,12 +5,42 @@ them; the shadow bundle computes the same to compare (service.experiments)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from contract.bundle import Bundle
+from contract.ids import GENERIC_USER_INDEX, input_rows
 from service.ranking import Exclusions, top_n_rows
 from service.rules import Answer, CatalogueIndex, Rules, apply_rules, capped_tops
+
+if TYPE_CHECKING:
+    from service.store import History
+
+
+def model_input(
+    bundle: Bundle, recent_items: Sequence[list[bytes]], user_ids: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's input rows: of each history (its recent item ids) the last items the
+    bundle knows, and each user's index (the generic user for a user it does not know)."""
+    vocabulary = bundle.items
+    items = input_rows(
+        [vocabulary.lookup_utf8(ids) for ids in recent_items], bundle.sequence_length
+    )
+    users = np.fromiter(
+        (bundle.users.get(user_id, GENERIC_USER_INDEX) for user_id in user_ids),
+        dtype=np.int64,
+        count=len(user_ids),
+    )
+    return items, users
+
+
+def excluded_ids(exclude: Sequence[str], history: History) -> list[bytes]:
+    """The ids an answer must leave out: the request's `exclude` list and, if it asked for
+    them, the items seen (`history.seen_items`)."""
+    seen = history.seen_items or []
+    return [*map(str.encode, exclude), *seen] if exclude else seen
 
 
 def model_answers(

@@ -13,10 +13,10 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from contract.bundle import Bundle
-from contract.ids import GENERIC_USER_INDEX, input_rows
+from contract.ids import GENERIC_USER_INDEX
 from service.experiments import ShadowScorer, shadow_job
 from service.metrics import Metrics
-from service.model_answers import model_answers
+from service.model_answers import excluded_ids, model_answers, model_input
 from service.ranking import exclusions
 from service.rules import (
     NO_RULES,
@@ -118,20 +118,18 @@ class Recommender:
             reason = "deadline" if isinstance(error, TimeoutError) else "redis_unavailable"
             return self.fallbacks(jobs, reason, bundles)
         now = time.time()
-        if len(bundles) == 1 or all(job.variant == jobs[0].variant for job in jobs):
-            part = self._prepare(bundles[jobs[0].variant], jobs, histories, now)
-            await self._rank([part])
-            return self._finish(part, now)
-        parts, positions = [], []
-        for variant, bundle in enumerate(bundles):
-            mine = [p for p, job in enumerate(jobs) if job.variant == variant]
-            if mine:
-                positions.append(mine)
-                mine_histories = [histories[p] for p in mine]
-                parts.append(self._prepare(bundle, [jobs[p] for p in mine], mine_histories, now))
+        by_variant: dict[int, list[int]] = {}
+        for position, job in enumerate(jobs):
+            by_variant.setdefault(job.variant, []).append(position)
+        parts = [
+            self._prepare(
+                bundles[variant], [jobs[p] for p in mine], [histories[p] for p in mine], now
+            )
+            for variant, mine in by_variant.items()
+        ]
         await self._rank(parts)  # every variant's model work in one hand-off
         results: list[Recommendation | None] = [None] * len(jobs)
-        for part, mine in zip(parts, positions, strict=True):
+        for part, mine in zip(parts, by_variant.values(), strict=True):
             for position, answer in zip(mine, self._finish(part, now), strict=True):
                 results[position] = answer
         return results  # type: ignore[return-value]  # every job has a variant
@@ -175,14 +173,9 @@ class Recommender:
     ) -> _VariantPart:
         """One variant's jobs: the popularity answers of those the model cannot read, and the
         model input and ranking work of the others."""
-        vocabulary = bundle.items
         index = self._indexes.get(bundle)
-        histories = [vocabulary.lookup_utf8(history.recent_items) for history in histories_read]
-        all_items = input_rows(histories, bundle.sequence_length)
-        all_users = np.fromiter(
-            (bundle.users.get(job.user_id, GENERIC_USER_INDEX) for job in jobs),
-            dtype=np.int64,
-            count=len(jobs),
+        all_items, all_users = model_input(
+            bundle, [h.recent_items for h in histories_read], [job.user_id for job in jobs]
         )
         part = _VariantPart(bundle, index, jobs, histories_read, [None] * len(jobs))
         for position, job in enumerate(jobs):
@@ -196,8 +189,8 @@ class Recommender:
         rows = part.rows
         if rows:
             excluded = exclusions(
-                vocabulary.utf8_positions,
-                [_excluded_ids(jobs[p], histories_read[p]) for p in rows],
+                bundle.items.utf8_positions,
+                [excluded_ids(jobs[p].exclude, histories_read[p]) for p in rows],
             )
             n = np.fromiter((jobs[p].n for p in rows), dtype=np.intp, count=len(rows))
             rules = [jobs[p].rules for p in rows]
@@ -277,12 +270,6 @@ class _VariantPart:
     rows: list[int] = field(default_factory=list)  # positions the model scores
     work: Callable[[], tuple[list[Answer], float]] | None = None  # ORT and ranking
     answers: list[Answer] = field(default_factory=list)  # the work's, one per row
-
-
-def _excluded_ids(job: RecommendJob, history: History) -> list[bytes]:
-    """The ids a job's answer must leave out: its `exclude` list and, if asked, the seen."""
-    seen = history.seen_items or []
-    return [*map(str.encode, job.exclude), *seen] if job.exclude else seen
 
 
 def _excluded_set(job: RecommendJob, history: History) -> set[str]:

@@ -46,6 +46,9 @@ class BundleHolder:
         self._threads = threads
         self._metrics = metrics
         self._primary = primary  # the serving bundle: its version is cosrec_bundle_info's
+        # Run after every reload that swapped a bundle in, whoever asked for it (the watch, an
+        # admin route); set once the service's parts exist (service.lifespan).
+        self.after_reload: Callable[[], Awaitable[None]] | None = None
         self._lock = asyncio.Lock()
         self._seen_signature = _signature(path)
         self._bundle = self._load()  # BundleError propagates: the service cannot start
@@ -64,7 +67,17 @@ class BundleHolder:
             self._metrics.bundle_loaded(bundle.model_version, time.time())
 
     async def reload(self) -> ReloadResult:
-        """Load the bundle at the path again; swap it in only when it verifies."""
+        """Load the bundle at the path again; swap it in only when it verifies, then run
+        `after_reload` (whose failure is logged: the new bundle serves either way)."""
+        result = await self._swap()
+        if result.reloaded and self.after_reload is not None:
+            try:
+                await self.after_reload()
+            except Exception:
+                log.exception("after reloading %s", self.path)
+        return result
+
+    async def _swap(self) -> ReloadResult:
         async with self._lock:
             self._seen_signature = _signature(self.path)
             old = self._bundle
@@ -90,19 +103,11 @@ class BundleHolder:
         log.error("bundle reload refused, still serving %s: %s", old.model_version, reason)
         return ReloadResult(False, old.model_version, reason)
 
-    async def watch(
-        self, interval_s: float, after_reload: Callable[[], Awaitable[None]] | None = None
-    ) -> None:
-        """Reload whenever the manifest on disk changes (then `after_reload`): each change is
-        tried once, and a refused bundle is tried again when its files change again."""
+    async def watch(self, interval_s: float) -> None:
+        """Reload whenever the manifest on disk changes: each change is tried once, and a
+        refused bundle is tried again when its files change again."""
         while True:
             await asyncio.sleep(interval_s)
             signature = _signature(self.path)
-            if signature is None or signature == self._seen_signature:
-                continue
-            result = await self.reload()  # never raises: a failure is a refusal
-            if result.reloaded and after_reload is not None:
-                try:
-                    await after_reload()
-                except Exception:  # the watch must outlive it; what it prepares is optional
-                    log.exception("after reloading %s", self.path)
+            if signature is not None and signature != self._seen_signature:
+                await self.reload()  # never raises: a failure is a refusal

@@ -1,9 +1,9 @@
 """The training step captured as one CUDA graph: forward, backward and Adam replayed per batch.
 
 At batch 512 an ML-1M step is a few hundred small kernels, and on a GPU the time goes to
-launching them, not to running them; a captured graph launches them all at once. The step is
-the same function `training.fit.train_step` runs (same loss, same optimiser), so accuracy is
-unchanged; what differs is only how the kernels reach the GPU.
+launching them, not to running them; a captured graph launches them all at once. What is
+captured is the eager step itself (`training.fit.train_step`, given to the constructor), so
+accuracy is unchanged; what differs is only how the kernels reach the GPU.
 
 Constraints of a graph, handled here: shapes are fixed (the epoch's last, shorter batch runs
 eagerly), inputs must live at fixed addresses (each batch is copied into static buffers), the
@@ -14,19 +14,23 @@ that cuBLAS and autograd allocate their workspaces before the capture.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from training.losses import batch_loss
-
 EAGER_WARMUP_STEPS = 3  # real training steps run eagerly before the capture
+
+# train_step's signature: model, optimizer, items, users, targets, negatives, bf16, loss name
+Step = Callable[..., torch.Tensor]
 
 
 class GraphedTrainStep:
-    """A drop-in for `train_step` that replays a captured graph for full-size batches."""
+    """A drop-in for `eager_step` that replays a captured graph of it for full-size batches."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, eager_step: Step) -> None:
         self.batch_size = batch_size
+        self.eager_step = eager_step
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: list[torch.Tensor | None] = []
         self.static_loss: torch.Tensor | None = None
@@ -72,13 +76,10 @@ class GraphedTrainStep:
         # the short batch after it may run on either, the side stream keeps one path.
         self.side_stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.side_stream):
-            loss = batch_loss(model, loss_name, *batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = self.eager_step(model, optimizer, *batch, False, loss_name)
         torch.cuda.current_stream().wait_stream(self.side_stream)
         self.eager_steps += 1
-        return loss.detach()
+        return loss
 
     def _capture(
         self,
@@ -93,10 +94,9 @@ class GraphedTrainStep:
         optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            loss = batch_loss(model, loss_name, *self.static_inputs)
-            loss.backward()
-            optimizer.step()
-        self.static_loss = loss.detach()
+            self.static_loss = self.eager_step(
+                model, optimizer, *self.static_inputs, False, loss_name
+            )
         self.graph = graph
 
 

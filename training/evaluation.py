@@ -36,9 +36,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from model import SequentialRecommender
+from model import SequentialRecommender, build_model
 from training.dataset import Split
-from training.scoring import ScoreFn
+from training.scoring import ScoreFn, torch_scorer
 
 # Users are ranked in slices of about 2^20 (user, item) pairs, 8 MiB of sort keys, so memory
 # stays bounded whatever the batch size and catalogue (on ML-1M the time is the same).
@@ -206,9 +206,6 @@ def _batch_metrics(
 def count_and_evaluate(split: Split, model_name: str) -> tuple[SequentialRecommender, dict, float]:
     """A model that counts (PopRec) fitted on the split's training part and measured on its
     test part: the model, its metrics and the seconds both took (there are no epochs)."""
-    from model import build_model
-    from training.scoring import torch_scorer
-
     started = time.perf_counter()
     model = build_model(model_name, split.train.num_users, split.train.num_items)
     model.fit_counts(split.train.item_counts())

@@ -161,9 +161,10 @@ def fit(
     parallel = DataParallel.of_process_group(model, device, config, train)  # None: one process
     graphed = uses_cuda_graphs(config, 1 if parallel is None else parallel.world_size)
     optimizer = make_optimizer(model, config, capturable=graphed)
-    step = train_step if parallel is None else parallel.step
     if graphed:
-        step = GraphedTrainStep(config.batch_size)
+        step = GraphedTrainStep(config.batch_size, train_step)
+    else:
+        step = train_step if parallel is None else parallel.step
     main = parallel is None or parallel.is_main
 
     history = []

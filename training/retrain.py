@@ -102,7 +102,8 @@ def run_cycle(
     events_read = archived_since_last + new_events
     log(f"read {events_read} new events (cursor {cursor})")
     serving = registry.serving_version()
-    data = _training_data(settings, registry)
+    archived = EventArchive(registry.root / "events").read()
+    data = _training_data(settings, registry, archived)
     if data is None:
         return CycleReport(
             events_read, cursor, "skipped", "no user has enough events yet", None, serving,
@@ -124,13 +125,12 @@ def run_cycle(
         serving=serving_figures,
         tolerance=settings.tolerance,
     )
-    times = EventArchive(registry.root / "events").time_range()
     lineage = Lineage(
         parent_version=serving,
         event_cursor=cursor,
         events_read=events_read,
-        first_event_at=times[0],
-        last_event_at=times[1],
+        first_event_at=min(archived[2], default=None),
+        last_event_at=max(archived[2], default=None),
         base_data=None if settings.base_data is None else str(settings.base_data),
         holdout=holdout,
         decision="promoted" if promote else "refused",
@@ -159,8 +159,13 @@ def holdout_split(data: Sequences, events: int) -> Split:
     )
 
 
-def _training_data(settings: RetrainSettings, registry: Registry) -> Sequences | None:
-    """The base data's actions first (in their order), then every archived event by time."""
+def _training_data(
+    settings: RetrainSettings,
+    registry: Registry,
+    archived: tuple[list[str], list[str], list[float]],
+) -> Sequences | None:
+    """The base data's actions first (in their order), then every `archived` event (the
+    archive's columns) by time."""
     users: list[str] = []
     items: list[str] = []
     times: list[float] = []
@@ -170,7 +175,6 @@ def _training_data(settings: RetrainSettings, registry: Registry) -> Sequences |
             users.extend([user] * len(sequence))
             items.extend(base.items.external(int(i)) for i in sequence)
         times.extend([float("-inf")] * len(users))  # before every logged event
-    archived = EventArchive(registry.root / "events").read()
     users += archived[0]
     items += archived[1]
     times += archived[2]

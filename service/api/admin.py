@@ -20,9 +20,7 @@ router = APIRouter(tags=["admin"], dependencies=[Depends(require_key)])
 async def reload(services: ServicesDep, response: Response) -> ReloadResponse:
     """Load the bundle path again; a bundle that fails to verify leaves the old one serving."""
     result = await services.holder.reload()
-    if result.reloaded:
-        await services.reindex()
-    else:
+    if not result.reloaded:
         response.status_code = 409
     return ReloadResponse.model_validate(result, from_attributes=True)
 
@@ -63,8 +61,6 @@ async def rollback(
             reloaded=False, model_version=holder.current.model_version, error=str(error)
         )
     result = await holder.reload()
-    if result.reloaded:
-        await services.reindex()
-    else:
+    if not result.reloaded:
         response.status_code = 409
     return ReloadResponse.model_validate(result, from_attributes=True)
