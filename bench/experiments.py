@@ -326,12 +326,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-profile", action="store_true", help="no py-spy CPU budget of off and on"
     )
+    parser.add_argument(
+        "--precision", choices=["fp32", "int8"], default="fp32", help="COSREC_PRECISION, all runs"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "experiments.json")
     args = parser.parse_args(argv)
     command = " ".join(
         ["python bench/experiments.py", *(argv if argv is not None else sys.argv[1:])]
     )
-    result: dict = {"command": command, "machine": machine(), "cpu": describe_cpu()}
+    result: dict = {
+        "command": command,
+        "machine": machine(),
+        "cpu": describe_cpu(),
+        "precision": args.precision,
+    }
     work = Path(tempfile.mkdtemp(prefix="cosrec-experiments-"))
     running: list[ServiceProcess] = []
     try:
@@ -341,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         catalogue = work / "catalogue.jsonl"
         result["catalogue"] = write_catalogue(catalogue)
         with redis_server(work) as redis_url:
-            base = {"ready_route": "/readyz", "reload_poll_s": "0"}
+            base = {"ready_route": "/readyz", "reload_poll_s": "0", "precision": args.precision}
             off = ServiceProcess.start(bundle_a, redis_url, **base)
             running.append(off)
             result["histories"] = load_histories(off.port, redis_url)

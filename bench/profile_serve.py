@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--routes", nargs="+", default=["floor", "/recommend", "/events"])
+    parser.add_argument(
+        "--precision", choices=["fp32", "int8"], default="fp32", help="COSREC_PRECISION"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     args = parser.parse_args(argv)
     command = " ".join(
@@ -169,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     budgets = []
     try:
         bundle = export_bundle_ml1m_size(work / "bundle")
-        with redis_server(work) as redis_url, service(bundle, redis_url, 1, "cpu") as running:
+        with (
+            redis_server(work) as redis_url,
+            service(bundle, redis_url, 1, "cpu", args.precision) as running,
+        ):
             port, pid = running.port, running.process.pid  # 1 worker: the process serves
             load_histories(port, redis_url)
             for route in args.routes:
@@ -180,10 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
-    rows = [row for row in rows if row.get("what") != "cpu_budget"]
+    rows = [
+        row
+        for row in rows
+        if row.get("what") != "cpu_budget" or row.get("precision", "fp32") != args.precision
+    ]
     rows.append(
         {
             "what": "cpu_budget",
+            "precision": args.precision,
             "workers": 1,
             "concurrency": 64,
             "budgets": budgets,

@@ -250,7 +250,9 @@ def redis_server(directory: Path) -> Iterator[str]:
 
 
 @contextmanager
-def service(bundle: Path, redis_url: str, workers: int, device: str) -> Iterator[ServiceProcess]:
+def service(
+    bundle: Path, redis_url: str, workers: int, device: str, precision: str = "fp32"
+) -> Iterator[ServiceProcess]:
     running = ServiceProcess.start(
         bundle,
         redis_url,
@@ -259,6 +261,7 @@ def service(bundle: Path, redis_url: str, workers: int, device: str) -> Iterator
         bench_floor="1",
         reload_poll_s="0",
         device=device,
+        precision=precision,
     )
     try:
         time.sleep(0.5 * workers)  # let every worker finish starting
@@ -271,17 +274,17 @@ def machine() -> str:
     return f"{platform.node()}: {describe_cpu()}, load average {os.getloadavg()[0]:.1f} at start"
 
 
-def inference_check(bundle: Path, device: str, rows: int = 1000) -> dict:
-    """onnxruntime alone: scores of `device` against the CPU's for `rows` random histories
-    (parity: largest difference, and how many top-10 lists agree), and the median time of one
-    call per batch size, as the service runs it (contract.bundle.load_bundle)."""
+def inference_check(bundle: Path, device: str, precision: str, rows: int = 1000) -> dict:
+    """onnxruntime alone: scores of `device` and `precision` against the CPU's float graph for
+    `rows` random histories (parity: largest difference, and how many top-10 lists agree), and
+    the median time of one call per batch size, as the service runs it (load_bundle)."""
     from contract.bundle import load_bundle
 
     rng = np.random.default_rng(5)
     items = rng.integers(0, NUM_ITEMS + 1, size=(rows, 5), dtype=np.int64)
     users = rng.integers(0, NUM_USERS + 1, size=rows, dtype=np.int64)
     cpu = load_bundle(bundle, "cpu")
-    tested = load_bundle(bundle, device)
+    tested = load_bundle(bundle, device, precision=precision)
     cpu_scores, tested_scores = cpu.score(items, users), tested.score(items, users)
     difference = float(np.abs(cpu_scores - tested_scores).max())
     same_top10 = int(
@@ -311,6 +314,7 @@ def inference_check(bundle: Path, device: str, rows: int = 1000) -> dict:
     return {
         "route": "onnxruntime (in-process, no HTTP)",
         "device": device,
+        "precision": precision,
         "providers": tested.session.get_providers(),
         "rows": rows,
         "max_abs_diff_vs_cpu": difference,
@@ -331,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--precision", choices=["fp32", "int8"], default="fp32", help="COSREC_PRECISION"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     args = parser.parse_args(argv)
     command = " ".join(["python bench/serve.py", *(argv if argv is not None else sys.argv[1:])])
@@ -340,10 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("exporting the ML-1M-sized bundle ...", flush=True)
         bundle = export_bundle_ml1m_size(work / "bundle")
-        rows.append(inference_check(bundle, args.device))
+        rows.append(inference_check(bundle, args.device, args.precision))
         with redis_server(work) as redis_url:
             for position, workers in enumerate(args.workers):
-                with service(bundle, redis_url, workers, args.device) as running:
+                with service(bundle, redis_url, workers, args.device, args.precision) as running:
                     port = running.port
                     if position == 0:
                         rows.append(load_histories(port, redis_url))
@@ -351,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for row in rows:
+        row["precision"] = args.precision
         row["machine"] = where
         row["command"] = command
     args.out.parent.mkdir(parents=True, exist_ok=True)

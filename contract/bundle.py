@@ -1,4 +1,5 @@
-"""The serving bundle (docs/bundle.md): a directory of `model.onnx` and `manifest.json`.
+"""The serving bundle (docs/bundle.md): a directory of `model.onnx`, `manifest.json` and,
+optionally, `model.int8.onnx` (the same network with int8 weights, for COSREC_PRECISION=int8).
 
 The exporter writes it through `Manifest`, the service and offline evaluation read it through
 `load_bundle`; nothing else knows the file names or the manifest's shape. Loading never runs
@@ -32,6 +33,11 @@ from contract.ids import Vocabulary
 FORMAT_VERSION = 2  # 2: model_version covers the manifest too, not only model.onnx
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
+# Which graph serves: the float32 network, or its statically quantized int8 copy (less CPU a
+# row, slightly lower accuracy: the figures are in docs/bundle.md).
+Precision = Literal["fp32", "int8"]
+ONNX_FILES: dict[Precision, str] = {"fp32": ONNX_FILE, "int8": INT8_ONNX_FILE}
 # The graph's inputs and output (docs/bundle.md).
 ITEMS_INPUT = "items"  # int64 [batch, L]: input_rows of the users' histories
 USERS_INPUT = "users"  # int64 [batch]: user indices, 0 = the generic user
@@ -127,6 +133,9 @@ class Manifest(BaseModel):
     metrics: dict[str, Any]
     training_data: TrainingData
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    int8_onnx_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="of model.int8.onnx, when the bundle has it"
+    )
     created_at: str
     lineage: Lineage | None = Field(None, description="set by `cosrec retrain`")
 
@@ -175,6 +184,16 @@ class Manifest(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True) + "\n"
 
+    def onnx_digest(self, precision: Precision) -> str:
+        """The sha256 the graph of `precision` must have; BundleError if the bundle has none."""
+        digest = self.onnx_sha256 if precision == "fp32" else self.int8_onnx_sha256
+        if digest is None:
+            raise BundleError(
+                f"{MANIFEST_FILE} names no {ONNX_FILES[precision]} (a bundle exported before "
+                f"int8 graphs, or by another exporter): serve it with precision fp32"
+            )
+        return digest
+
 
 def _model_version(model_name: str, content_digest: str) -> str:
     return f"{model_name}-{content_digest[:12]}"
@@ -214,19 +233,19 @@ class _Session(Protocol):
     def run(self, output_names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
-def check_graph(manifest: Manifest, session: _Session) -> None:
+def check_graph(manifest: Manifest, session: _Session, onnx_file: str = ONNX_FILE) -> None:
     """The graph declares the documented inputs and output, sized as the manifest says, and
     scores one padded row to the catalogue's width."""
     inputs = {arg.name: arg for arg in session.get_inputs()}
     outputs = {arg.name: arg for arg in session.get_outputs()}
     if set(inputs) != {ITEMS_INPUT, USERS_INPUT}:
-        raise BundleError(f"{ONNX_FILE}: inputs are {sorted(inputs)}")
+        raise BundleError(f"{onnx_file}: inputs are {sorted(inputs)}")
     if SCORES_OUTPUT not in outputs:
-        raise BundleError(f"{ONNX_FILE}: no output named {SCORES_OUTPUT!r}")
+        raise BundleError(f"{onnx_file}: no output named {SCORES_OUTPUT!r}")
     length, width = manifest.sequence_length, len(manifest.items)
-    _check_arg(inputs[ITEMS_INPUT], "tensor(int64)", [None, length])
-    _check_arg(inputs[USERS_INPUT], "tensor(int64)", [None])
-    _check_arg(outputs[SCORES_OUTPUT], "tensor(float)", [None, width])
+    _check_arg(inputs[ITEMS_INPUT], "tensor(int64)", [None, length], onnx_file)
+    _check_arg(inputs[USERS_INPUT], "tensor(int64)", [None], onnx_file)
+    _check_arg(outputs[SCORES_OUTPUT], "tensor(float)", [None, width], onnx_file)
     feed = {
         ITEMS_INPUT: np.zeros((1, length), dtype=np.int64),
         USERS_INPUT: np.zeros(1, dtype=np.int64),
@@ -234,15 +253,15 @@ def check_graph(manifest: Manifest, session: _Session) -> None:
     try:
         scores = session.run([SCORES_OUTPUT], feed)[0]
     except Exception as error:  # onnxruntime raises several unrelated types
-        raise BundleError(f"{ONNX_FILE} fails on a {length}-item input: {error}") from error
+        raise BundleError(f"{onnx_file} fails on a {length}-item input: {error}") from error
     if scores.shape != (1, width) or scores.dtype != np.float32:
         raise BundleError(
-            f"{ONNX_FILE} scores have shape {scores.shape} {scores.dtype}, "
+            f"{onnx_file} scores have shape {scores.shape} {scores.dtype}, "
             f"expected (1, {width}) float32"
         )
 
 
-def _check_arg(arg: _NodeArg, kind: str, shape: list[int | None]) -> None:
+def _check_arg(arg: _NodeArg, kind: str, shape: list[int | None], onnx_file: str) -> None:
     """`shape`: None where any size is allowed (the batch); a declared fixed size must match."""
     declared = list(arg.shape)
     fits = len(declared) == len(shape) and all(
@@ -252,12 +271,12 @@ def _check_arg(arg: _NodeArg, kind: str, shape: list[int | None]) -> None:
     if arg.type != kind or not fits:
         expected = [("batch" if size is None else size) for size in shape]
         raise BundleError(
-            f"{ONNX_FILE}: {arg.name} is {arg.type} {declared}, expected {kind} {expected}"
+            f"{onnx_file}: {arg.name} is {arg.type} {declared}, expected {kind} {expected}"
         )
 
 
-def read_bundle_files(path: Path) -> tuple[bytes, bytes]:
-    """manifest.json and model.onnx, read through one directory handle.
+def read_bundle_files(path: Path, onnx_file: str = ONNX_FILE) -> tuple[bytes, bytes]:
+    """manifest.json and the graph `onnx_file`, read through one directory handle.
 
     A publisher replaces a bundle directory by rename; opening both files relative to the same
     directory handle means they always come from the same bundle.
@@ -268,7 +287,7 @@ def read_bundle_files(path: Path) -> tuple[bytes, bytes]:
         raise BundleError(f"cannot open bundle directory {path}: {error.strerror}") from error
     try:
         parts = []
-        for name in (MANIFEST_FILE, ONNX_FILE):
+        for name in (MANIFEST_FILE, onnx_file):
             try:
                 fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
             except OSError as error:
@@ -308,6 +327,7 @@ class Bundle:
     path: Path
     manifest: Manifest
     session: Any  # onnxruntime.InferenceSession
+    precision: Precision = "fp32"
 
     @property
     def model_version(self) -> str:
@@ -331,23 +351,29 @@ class Bundle:
         return self.session.run([SCORES_OUTPUT], {ITEMS_INPUT: items, USERS_INPUT: users})[0]
 
 
-def load_bundle(path: str | os.PathLike, device: str = "cpu", threads: int = 1) -> Bundle:
-    """Read, verify (manifest, sha256, graph) and open a bundle; BundleError says what is wrong."""
+def load_bundle(
+    path: str | os.PathLike, device: str = "cpu", threads: int = 1, precision: Precision = "fp32"
+) -> Bundle:
+    """Read, verify (manifest, sha256, graph) and open a bundle's graph of `precision`;
+    BundleError says what is wrong."""
     path = Path(path)
-    manifest_bytes, onnx_bytes = read_bundle_files(path)
+    onnx_file = ONNX_FILES[precision]
+    manifest_bytes, onnx_bytes = read_bundle_files(path, onnx_file)
     manifest = parse_manifest(manifest_bytes)
+    expected = manifest.onnx_digest(precision)
     digest = sha256_hex(onnx_bytes)
-    if digest != manifest.onnx_sha256:
+    if digest != expected:
+        digest_field = "onnx_sha256" if precision == "fp32" else "int8_onnx_sha256"
         raise BundleError(
-            f"{ONNX_FILE} sha256 {digest[:12]}... does not match the manifest's "
-            f"onnx_sha256 {manifest.onnx_sha256[:12]}..."
+            f"{onnx_file} sha256 {digest[:12]}... does not match the manifest's "
+            f"{digest_field} {expected[:12]}..."
         )
     try:
         session = open_session(onnx_bytes, device, threads)
     except Exception as error:  # onnxruntime raises several unrelated types
-        raise BundleError(f"{ONNX_FILE} does not load: {error}") from error
-    check_graph(manifest, session)
-    bundle = Bundle(path, manifest, session)
+        raise BundleError(f"{onnx_file} does not load: {error}") from error
+    check_graph(manifest, session, onnx_file)
+    bundle = Bundle(path, manifest, session, precision)
     # Built now, off the request path: the service swaps in a bundle ready to serve.
     _ = bundle.items.utf8_positions, bundle.users
     return bundle

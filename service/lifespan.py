@@ -78,7 +78,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: Metrics = app.state.metrics
     specs = settings.variant_specs()
     holders = [
-        BundleHolder(spec.path, settings.device, settings.ort_threads, metrics, primary=k == 0)
+        BundleHolder(
+            spec.path,
+            settings.device,
+            settings.ort_threads,
+            metrics,
+            primary=k == 0,
+            precision=settings.precision,
+        )
         for k, spec in enumerate(specs)
     ]
     holder = holders[0]
@@ -106,7 +113,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     shadow = None
     if settings.shadow_bundle is not None:
         shadow_holder = BundleHolder(
-            settings.shadow_bundle, settings.device, settings.ort_threads, metrics, primary=False
+            settings.shadow_bundle,
+            settings.device,
+            settings.ort_threads,
+            metrics,
+            primary=False,
+            precision=settings.precision,
         )
         shadow = ShadowScorer(shadow_holder, indexes, metrics, settings.shadow_sample)
     recommender = Recommender(

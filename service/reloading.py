@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle
+from contract.bundle import MANIFEST_FILE, Bundle, BundleError, Precision, load_bundle
 from service.metrics import Metrics
 
 log = logging.getLogger("cosrec.service")
@@ -39,11 +39,18 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 class BundleHolder:
     def __init__(
-        self, path: Path, device: str, threads: int, metrics: Metrics, primary: bool = True
+        self,
+        path: Path,
+        device: str,
+        threads: int,
+        metrics: Metrics,
+        primary: bool = True,
+        precision: Precision = "fp32",
     ) -> None:
         self.path = path
         self._device = device
         self._threads = threads
+        self._precision = precision
         self._metrics = metrics
         self._primary = primary  # the serving bundle: its version is cosrec_bundle_info's
         # Run after every reload that swapped a bundle in, whoever asked for it (the watch, an
@@ -59,7 +66,7 @@ class BundleHolder:
         return self._bundle
 
     def _load(self) -> Bundle:
-        return load_bundle(self.path, self._device, self._threads)
+        return load_bundle(self.path, self._device, self._threads, self._precision)
 
     def _record(self, bundle: Bundle) -> None:
         self._metrics.reloads.labels("success").inc()

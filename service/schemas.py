@@ -89,6 +89,7 @@ class ReadyResponse(BaseModel):
     ready: bool
     redis: Literal["ok", "unreachable"]
     model_version: str = Field(description="the serving bundle's version")
+    precision: Literal["fp32", "int8"] = Field(description="its graph that serves")
     redis_memory: RedisMemory | None = Field(
         None, description="as last read (every COSREC_REDIS_MEMORY_POLL_S); absent if unknown"
     )

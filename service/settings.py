@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.bundle import Precision
 from service.retention import RetentionPolicy
 
 
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
         "cpu", description="onnxruntime provider; cuda falls back to cpu with a warning"
     )
     ort_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per worker")
+    precision: Precision = Field(
+        "fp32",
+        description="the bundle's graph served: fp32, or int8 (model.int8.onnx: less CPU a "
+        "row, slightly lower accuracy; see docs/bundle.md). CPU only",
+    )
     max_batch: int = Field(64, ge=1, description="largest micro-batch of requests")
     batches_in_flight: int = Field(
         2, ge=1, le=8, description="recommendation micro-batches processed at once (1: serial)"
@@ -172,6 +178,14 @@ class Settings(BaseSettings):
         if key is not None and not key.get_secret_value().strip():
             raise ValueError("is empty: set a key, or unset the variable to require none")
         return key
+
+    @model_validator(mode="after")
+    def _int8_runs_on_cpu(self) -> Settings:
+        # onnxruntime's CUDA provider has no kernels for the dynamically quantized products:
+        # they would run on the CPU, with copies to and from the GPU around each one
+        if self.precision == "int8" and self.device == "cuda":
+            raise ValueError("precision int8 runs on the CPU: use device cpu, or precision fp32")
+        return self
 
     @model_validator(mode="after")
     def _replica_acks_need_one_connection(self) -> Settings:

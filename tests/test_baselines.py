@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from contract.bundle import load_bundle
 from model import build_model
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.dataset import Sequences
@@ -84,7 +85,7 @@ def test_checkpoint_round_trip_gives_the_same_scores(trained, tmp_path):
         torch.testing.assert_close(loaded(items, users), model(items, users))
 
 
-def test_onnx_bundle_matches_pytorch(trained, tmp_path):
+def test_onnx_bundle_matches_pytorch_and_its_int8_graph_loads(trained, tmp_path):
     model, data = trained
     bundle = export_bundle(model, data, tmp_path / "bundle")
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -95,6 +96,10 @@ def test_onnx_bundle_matches_pytorch(trained, tmp_path):
             expected = model(torch.from_numpy(items), torch.from_numpy(users))[:, 1:].numpy()
         assert onnx_scores.shape == (size, NUM_ITEMS)
         np.testing.assert_allclose(onnx_scores, expected, rtol=1e-4, atol=1e-5)
+    # every family's int8 graph verifies and scores the catalogue's width
+    int8_scores = load_bundle(bundle, precision="int8").score(items, users)
+    assert int8_scores.shape == (33, NUM_ITEMS)
+    assert np.isfinite(int8_scores).all()
 
 
 def test_poprec_scores_are_training_counts():

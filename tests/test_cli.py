@@ -92,6 +92,19 @@ def test_evaluate_checkpoint_and_bundle_reproduce_the_training_figures(trained, 
             assert metrics[key] == pytest.approx(expected[key], abs=1e-6), (source[0], key)
 
 
+def test_evaluate_with_the_int8_graph_gives_figures_near_the_float_ones(trained, capsys):
+    bundle, split = str(trained["bundle"]), str(trained["split"])
+    capsys.readouterr()
+    figures = {}
+    for precision in ("fp32", "int8"):
+        assert (
+            main(["evaluate", "--split", split, "--bundle", bundle, "--precision", precision]) == 0
+        )
+        figures[precision] = json.loads(capsys.readouterr().out)
+    assert figures["int8"].keys() == figures["fp32"].keys()
+    assert figures["int8"]["map"] == pytest.approx(figures["fp32"]["map"], abs=0.05)
+
+
 def test_export_rebuilds_the_same_bundle_from_the_checkpoint(trained, tmp_path):
     bundle = trained["bundle"]
     out = tmp_path / "exported"

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from contract.bundle import load_bundle
+from contract.bundle import ONNX_FILES, Manifest, load_bundle
 from contract.ids import Vocabulary
 from model import build_model
 from training.dataset import Sequences
@@ -107,12 +107,18 @@ def test_onnx_signature_has_dynamic_batch(exported):
 
 def test_manifest_follows_the_bundle_contract(exported):
     model, data, metrics, bundle = exported
-    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "manifest.json",
+        "model.int8.onnx",
+        "model.onnx",
+    ]
     manifest = json.loads((bundle / "manifest.json").read_text())
     sha256 = hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+    int8_sha256 = hashlib.sha256((bundle / "model.int8.onnx").read_bytes()).hexdigest()
 
     assert manifest["format_version"] == 2
     assert manifest["onnx_sha256"] == sha256
+    assert manifest["int8_onnx_sha256"] == int8_sha256
     # the identity covers both files: every manifest field but itself, onnx_sha256 included
     content = {key: value for key, value in manifest.items() if key != "model_version"}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -157,7 +163,11 @@ def test_reexport_replaces_the_bundle_whole(exported, tmp_path: Path):
     export_bundle(model, data, out, {"run": 2})
 
     assert json.loads((out / "manifest.json").read_text())["metrics"] == {"run": 2}
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "model.int8.onnx",
+        "model.onnx",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging dirs left behind
     assert model.training  # the caller's model keeps its mode
 
@@ -199,11 +209,71 @@ def test_bundle_scorer_maps_another_index_space_by_id(exported):
     np.testing.assert_array_equal(scores[:, 1 : NUM_ITEMS + 1], direct[:, ::-1])
 
 
-def test_load_bundle_refuses_a_tampered_model(exported, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("tampered", "untouched"), [("fp32", "int8"), ("int8", "fp32")], ids=["model", "int8"]
+)
+def test_load_bundle_refuses_a_tampered_graph_and_still_loads_the_other(
+    exported, tmp_path: Path, tampered, untouched
+):
     _, _, _, bundle = exported
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
-    with (copy / "model.onnx").open("ab") as onnx_file:
+    with (copy / ONNX_FILES[tampered]).open("ab") as onnx_file:
         onnx_file.write(b"\0")
-    with pytest.raises(ValueError, match="onnx_sha256"):
-        load_bundle(copy)
+    field = "onnx_sha256" if tampered == "fp32" else "int8_onnx_sha256"
+    with pytest.raises(ValueError, match=f" {field} "):
+        load_bundle(copy, precision=tampered)
+    assert load_bundle(copy, precision=untouched).precision == untouched
+
+
+def test_int8_graph_ranks_as_the_float_graph_does(exported):
+    """model.int8.onnx holds the same trained network with int8 weights: its scores stay
+    within a tenth of the scores' spread and nearly every top 10 is the float one's."""
+    _, _, _, bundle_dir = exported
+    float_graph = load_bundle(bundle_dir)
+    int8_graph = load_bundle(bundle_dir, precision="int8")
+    assert (float_graph.precision, int8_graph.precision) == ("fp32", "int8")
+    rng = np.random.default_rng(3)
+    items = rng.integers(0, NUM_ITEMS + 1, size=(NUM_USERS, L))
+    users = np.arange(NUM_USERS, dtype=np.int64)
+    exact, quantized = float_graph.score(items, users), int8_graph.score(items, users)
+
+    spread = exact.max() - exact.min()
+    assert np.abs(exact - quantized).max() <= 0.1 * spread
+    assert not np.array_equal(exact, quantized)  # it is another graph, not a copy
+    overlap = [
+        len(set(np.argsort(-a)[:10]) & set(np.argsort(-b)[:10])) / 10
+        for a, b in zip(exact, quantized, strict=True)
+    ]
+    assert np.mean(overlap) >= 0.9
+
+
+def test_int8_scores_of_a_row_do_not_depend_on_its_batch(exported):
+    """Static quantization: fixed activation scales, so a row scores the same alone as beside
+    any other rows (dynamic quantization's per-call scale would move it)."""
+    _, _, _, bundle_dir = exported
+    int8_graph = load_bundle(bundle_dir, precision="int8")
+    rng = np.random.default_rng(4)
+    items = rng.integers(0, NUM_ITEMS + 1, size=(16, L))
+    users = rng.integers(0, NUM_USERS + 1, size=16)
+    items[5] = NUM_ITEMS  # one row unlike the others, to stretch a per-batch range
+    together = int8_graph.score(items, users)
+    alone = np.concatenate(
+        [int8_graph.score(items[k : k + 1], users[k : k + 1]) for k in range(16)]
+    )
+    # (a per-batch scale moved ML-1M scores by up to 1.0; float kernels may round apart)
+    np.testing.assert_allclose(alone, together, rtol=0, atol=1e-5)
+
+
+def test_int8_of_a_bundle_without_an_int8_graph_is_refused_by_name(exported, tmp_path: Path):
+    """A bundle exported before int8 graphs (no int8_onnx_sha256) serves fp32 only."""
+    _, _, _, bundle = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    fields = json.loads((copy / "manifest.json").read_text())
+    del fields["model_version"], fields["int8_onnx_sha256"]
+    (copy / "manifest.json").write_text(Manifest.create(**fields).to_json())
+
+    assert load_bundle(copy).precision == "fp32"
+    with pytest.raises(ValueError, match=r"names no model\.int8\.onnx"):
+        load_bundle(copy, precision="int8")

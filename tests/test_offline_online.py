@@ -1,6 +1,7 @@
 """Offline equals online: a bundle evaluated offline (training.scoring.bundle_scorer, what
 `cosrec evaluate --bundle` runs) and the running service's /recommend give the same top-N for
-the same users and histories, including users and items the bundle has never seen."""
+the same users and histories, including users and items the bundle has never seen; for both of
+the bundle's graphs (COSREC_PRECISION fp32 and int8, `--precision`)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ import json
 
 import httpx
 import numpy as np
+import pytest
 
 from contract.bundle import load_bundle
 from contract.ids import Vocabulary
+from cosrec.processes import ServiceProcess
 from training.scoring import bundle_scorer
 
 N = 10
 UNKNOWN_ITEMS = ("brand-new-1", "brand-new-2", "brand-new-3")
 
 
-def offline_top_n(bundle_dir, user_ids, histories):
+def offline_top_n(bundle_dir, user_ids, histories, precision="fp32"):
     """Top-N ids per user: every item scored from the history, the history's items left out,
     ranked by score, ties by item index (the evaluation's ranking)."""
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir, precision=precision)
     items = Vocabulary((*bundle.manifest.items, *UNKNOWN_ITEMS))
     users = Vocabulary(tuple(user_ids))
     score = bundle_scorer(bundle, users, items)
@@ -35,7 +38,18 @@ def offline_top_n(bundle_dir, user_ids, histories):
     return answers
 
 
-def test_offline_evaluation_and_the_service_rank_the_same_items(live_service, bundle_dir):
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_offline_evaluation_and_the_service_rank_the_same_items(bundle_dir, redis_url, precision):
+    live_service = ServiceProcess.start(bundle_dir, redis_url, precision=precision)
+    try:
+        check_offline_equals_online(live_service, bundle_dir, precision)
+    finally:
+        live_service.stop()
+
+
+def check_offline_equals_online(live_service, bundle_dir, precision):
+    ready = httpx.get(f"{live_service.url}/readyz").json()
+    assert ready["precision"] == precision
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     known_items = manifest["items"]
     rng = np.random.default_rng(11)
@@ -67,8 +81,10 @@ def test_offline_evaluation_and_the_service_rank_the_same_items(live_service, bu
         assert reply.json()["source"] == "model"
         online.append(reply.json()["items"])
 
-    for user, (ids, scores), answer in zip(
-        user_ids, offline_top_n(bundle_dir, user_ids, histories), online, strict=True
-    ):
+    offline = offline_top_n(bundle_dir, user_ids, histories, precision)
+    for user, (ids, scores), answer in zip(user_ids, offline, online, strict=True):
         assert [item["item_id"] for item in answer] == ids, user
         np.testing.assert_allclose([item["score"] for item in answer], scores, rtol=1e-6)
+    if precision == "int8":  # the service read the int8 graph, not the float one
+        float_scores = [scores for _, scores in offline_top_n(bundle_dir, user_ids, histories)]
+        assert not np.allclose([scores for _, scores in offline], float_scores, rtol=1e-6)

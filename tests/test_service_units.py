@@ -216,6 +216,20 @@ def test_serve_refuses_a_bad_bundle_and_bad_flags_in_one_line(bundle_dir):
         assert message in result.stderr
 
 
+def test_serve_refuses_int8_on_cuda_and_an_int8_graph_it_cannot_read(bundle_dir):
+    env = service_env(bundle_dir, f"redis://127.0.0.1:{free_port()}/0", precision="int8")
+    result = run_serve([], {**env, "COSREC_DEVICE": "cuda"})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "precision int8 runs on the CPU" in result.stderr
+
+    (bundle_dir / "model.int8.onnx").unlink()
+    result = run_serve([], env)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "model.int8.onnx" in result.stderr
+
+
 def test_batcher_refuses_beyond_its_queue_bound_at_once():
     async def scenario() -> list[int]:
         batcher = GreedyBatcher(_echo, max_batch=2, max_queue=3)  # not started: nothing drains

@@ -1,4 +1,5 @@
-"""Write a trained model as the serving bundle of `contract.bundle`: model.onnx + manifest.json.
+"""Write a trained model as the serving bundle of `contract.bundle`: model.onnx, its int8 copy
+model.int8.onnx, and manifest.json.
 
 The service reads nothing else, so everything it needs (vocabularies, popularity fallback,
 sequence length, checksums) goes into the manifest here, through the contract's `Manifest`.
@@ -23,6 +24,7 @@ from torch import nn
 
 from contract.bundle import (
     FORMAT_VERSION,
+    INT8_ONNX_FILE,
     ITEMS_INPUT,
     MANIFEST_FILE,
     ONNX_FILE,
@@ -38,6 +40,7 @@ from contract.bundle import (
 from contract.ids import PADDING_INDEX
 from model import SequentialRecommender
 from training.dataset import Sequences
+from training.int8 import write_int8_graph
 
 # An example batch of 1 would let the exporter specialise the batch dimension to 1.
 _EXAMPLE_BATCH = 2
@@ -165,7 +168,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
         # out_dir cannot move (e.g. it is a mount point): replace file by file, manifest last;
         # its onnx_sha256 lets a reader detect and refuse the moment in between.
         shutil.rmtree(retired)
-        for name in (ONNX_FILE, MANIFEST_FILE):
+        for name in (ONNX_FILE, INT8_ONNX_FILE, MANIFEST_FILE):
             os.replace(staging / name, out_dir / name)
         shutil.rmtree(staging)
         return
@@ -200,6 +203,8 @@ def export_bundle(
         onnx_path = staging / ONNX_FILE
         _write_onnx(cpu_model, sequence_length, onnx_path)
         onnx_sha256 = sha256_hex(onnx_path.read_bytes())
+        int8_path = staging / INT8_ONNX_FILE
+        write_int8_graph(onnx_path, int8_path, summary, sequence_length)
         manifest = Manifest.create(
             format_version=FORMAT_VERSION,
             model=ModelDescription(name=model.name, hyperparameters=hyperparameters),
@@ -210,6 +215,7 @@ def export_bundle(
             metrics=metrics or {},
             training_data=summary.training_data,
             onnx_sha256=onnx_sha256,
+            int8_onnx_sha256=sha256_hex(int8_path.read_bytes()),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             lineage=lineage,
         )

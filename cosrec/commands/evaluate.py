@@ -36,7 +36,7 @@ def _metrics(args: Any) -> dict[str, Any]:
     from contract.bundle import load_bundle
     from training.scoring import bundle_scorer
 
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, precision=args.precision)
     return evaluate(bundle_scorer(bundle, split.train.users, split.train.items), split)
 
 
@@ -48,6 +48,12 @@ def evaluate_main(argv: list[str]) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path)
     source.add_argument("--bundle", type=Path)
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "int8"],
+        default="fp32",
+        help="a bundle's graph to score with (int8: what COSREC_PRECISION=int8 serves)",
+    )
 
     def body() -> int:
         print(json.dumps(_metrics(parser.parse_args(argv)), indent=2))

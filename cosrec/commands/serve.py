@@ -53,7 +53,8 @@ def serve_main(argv: list[str]) -> int:
         if settings.bundle is None:
             raise UsageError("no bundle: pass --bundle DIR or set COSREC_BUNDLE")
         try:
-            load_bundle(settings.bundle)  # refuse a bad bundle before starting any worker
+            # refuse a bad bundle before starting any worker
+            load_bundle(settings.bundle, precision=settings.precision)
         except ValueError as error:
             raise UsageError(f"bundle {settings.bundle}: {error}") from None
         check_experiment_files(settings)
@@ -105,7 +106,7 @@ def check_experiment_files(settings) -> None:
         paths.append(settings.shadow_bundle)
     for path in paths:
         try:
-            load_bundle(path)
+            load_bundle(path, precision=settings.precision)
         except ValueError as error:
             raise UsageError(f"bundle {path}: {error}") from None
     if settings.catalogue is not None:

@@ -27,6 +27,7 @@ async def readyz(services: ServicesDep, response: Response) -> ReadyResponse:
         ready=redis_ok,
         redis="ok" if redis_ok else "unreachable",
         model_version=services.holder.current.model_version,
+        precision=services.holder.current.precision,
         redis_memory=None
         if memory is None
         else RedisMemory(
