@@ -1,13 +1,15 @@
 """The bundle's int8 graph against its float graph: accuracy on a split, and onnxruntime's time.
 
-    python bench/int8.py --bundle DIR [--data SPLIT_DIR] [--repeats 3]
+    python bench/int8.py [--bundle DIR | --epochs 6] [--data SPLIT_DIR] [--repeats 3]
 
 `--bundle` is a trained bundle; one exported before int8 graphs gets its model.int8.onnx made
-here, in a copy, by the exporter's own `write_int8_graph`. Both graphs are evaluated with the
-paper's protocol (`cosrec evaluate --bundle ... --precision`), and their top 10s compared on
-the split's own histories. Time: onnxruntime alone, one thread, the two graphs interleaved per
-batch size, median of 100 calls, `--repeats` rounds (the ratio is the figure: the machine is
-shared). Rows go to bench/results/int8.json.
+here, in a copy, by the exporter's own `write_int8_graph`. Without it, a CosRec is trained on
+the split for `--epochs` (defaults, seed 1, as bench/ml1m_test_run.py) and exported first.
+
+Both graphs are evaluated with the paper's protocol (as `cosrec evaluate --bundle ...
+--precision`), and their top 10s compared on the split's own histories. Time: onnxruntime
+alone, one thread, the two graphs interleaved per batch size, median of 100 calls, `--repeats`
+rounds (the ratio is the figure: the machine is shared). Rows go to bench/results/int8.json.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from contract.bundle import (  # noqa: E402
 )
 from contract.ids import input_rows  # noqa: E402
 from cosrec.machine import describe_cpu  # noqa: E402
+from model import build_model  # noqa: E402
 from training.evaluation import evaluate  # noqa: E402
-from training.export import DataSummary  # noqa: E402
+from training.export import DataSummary, export_bundle  # noqa: E402
+from training.fit import TrainConfig, fit, set_seed  # noqa: E402
 from training.int8 import write_int8_graph  # noqa: E402
 from training.scoring import bundle_scorer  # noqa: E402
 from training.split import read_split  # noqa: E402
@@ -63,6 +67,15 @@ def with_int8_graph(bundle: Path, work: Path) -> Path:
     return copy
 
 
+def trained_bundle(split, epochs: int, out: Path) -> Path:
+    """A CosRec with the default settings (seed 1) trained `epochs` on the split, exported."""
+    config = TrainConfig(epochs=epochs, seed=1, progress=False)
+    set_seed(config.seed)
+    model = build_model("cosrec", split.train.num_users, split.train.num_items, L=config.L)
+    fit(model, split.train, config)
+    return export_bundle(model, split.train, out)
+
+
 def median_us_per_row(bundles: dict, items: np.ndarray, users: np.ndarray) -> dict[str, float]:
     """Per graph and batch size, µs a row (median of 100 calls), the graphs interleaved."""
     times: dict[str, list[float]] = {}
@@ -80,7 +93,8 @@ def median_us_per_row(bundles: dict, items: np.ndarray, users: np.ndarray) -> di
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True, help="a trained bundle")
+    parser.add_argument("--bundle", type=Path, help="a trained bundle (else one is trained)")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs without --bundle")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a split (train+test)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "int8.json")
@@ -89,7 +103,10 @@ def main() -> int:
     split = read_split(args.data)
     work = Path(tempfile.mkdtemp(prefix="cosrec-int8-"))
     try:
-        bundle_dir = with_int8_graph(args.bundle, work)
+        if args.bundle is None:
+            bundle_dir = trained_bundle(split, args.epochs, work / "trained")
+        else:
+            bundle_dir = with_int8_graph(args.bundle, work)
         bundles = {p: load_bundle(bundle_dir, precision=p) for p in ("fp32", "int8")}
         users_vocab, items_vocab = split.train.users, split.train.items
         metrics = {
@@ -123,6 +140,7 @@ def main() -> int:
     }
     result = {
         "bundle": bundles["fp32"].model_version,
+        "trained_here_epochs": args.epochs if args.bundle is None else None,
         "data": str(args.data),
         "metrics": metrics,
         "map_difference": metrics["int8"]["map"] - metrics["fp32"]["map"],

@@ -83,20 +83,6 @@ class EventArchive:
             table.column("timestamp").to_pylist(),
         )
 
-    def time_range(self) -> tuple[float | None, float | None]:
-        """The oldest and newest event time in the archive."""
-        parts = self.parts()
-        if not parts:
-            return None, None
-        times = pa.concat_arrays(
-            [
-                pq.read_table(part, columns=["timestamp"]).column(0).combine_chunks()
-                for part in parts
-            ]
-        )
-        bounds = pa.compute.min_max(times)
-        return bounds["min"].as_py(), bounds["max"].as_py()
-
 
 def _span(part: Path) -> tuple[int, int]:
     """The cursors (ms) a part's events lie after and up to, from its name."""
