@@ -141,7 +141,7 @@ def _export(
         input_names=[ITEMS_INPUT, USERS_INPUT],
         output_names=[SCORES_OUTPUT],
         dynamic_shapes={ITEMS_INPUT: {0: batch}, USERS_INPUT: {0: batch}},
-        external_data=False,  # the bundle is exactly two files
+        external_data=False,  # the weights inside the graph's one file
         dynamo=True,
         verbose=False,
     )
