@@ -55,12 +55,9 @@ def with_int8_graph(bundle: Path, work: Path) -> Path:
         return bundle
     copy = work / "bundle"
     shutil.copytree(bundle, copy)
-    manifest = Manifest.model_validate_json((copy / MANIFEST_FILE).read_text())
-    summary = DataSummary(
-        tuple(manifest.users), tuple(manifest.items), manifest.popularity, manifest.training_data
-    )
-    write_int8_graph(copy / ONNX_FILE, copy / INT8_ONNX_FILE, summary, manifest.sequence_length)
     fields = json.loads((copy / MANIFEST_FILE).read_text())
+    summary = DataSummary.from_dict(fields)  # the manifest holds what a checkpoint carries
+    write_int8_graph(copy / ONNX_FILE, copy / INT8_ONNX_FILE, summary, fields["sequence_length"])
     del fields["model_version"]
     fields["int8_onnx_sha256"] = sha256_hex((copy / INT8_ONNX_FILE).read_bytes())
     (copy / MANIFEST_FILE).write_text(Manifest.create(**fields).to_json())

@@ -38,6 +38,7 @@ INT8_ONNX_FILE = "model.int8.onnx"
 # row, slightly lower accuracy: the figures are in docs/bundle.md).
 Precision = Literal["fp32", "int8"]
 ONNX_FILES: dict[Precision, str] = {"fp32": ONNX_FILE, "int8": INT8_ONNX_FILE}
+DIGEST_FIELDS: dict[Precision, str] = {"fp32": "onnx_sha256", "int8": "int8_onnx_sha256"}
 # The graph's inputs and output (docs/bundle.md).
 ITEMS_INPUT = "items"  # int64 [batch, L]: input_rows of the users' histories
 USERS_INPUT = "users"  # int64 [batch]: user indices, 0 = the generic user
@@ -186,7 +187,7 @@ class Manifest(BaseModel):
 
     def onnx_digest(self, precision: Precision) -> str:
         """The sha256 the graph of `precision` must have; BundleError if the bundle has none."""
-        digest = self.onnx_sha256 if precision == "fp32" else self.int8_onnx_sha256
+        digest = getattr(self, DIGEST_FIELDS[precision])
         if digest is None:
             raise BundleError(
                 f"{MANIFEST_FILE} names no {ONNX_FILES[precision]} (a bundle exported before "
@@ -363,10 +364,9 @@ def load_bundle(
     expected = manifest.onnx_digest(precision)
     digest = sha256_hex(onnx_bytes)
     if digest != expected:
-        digest_field = "onnx_sha256" if precision == "fp32" else "int8_onnx_sha256"
         raise BundleError(
             f"{onnx_file} sha256 {digest[:12]}... does not match the manifest's "
-            f"{digest_field} {expected[:12]}..."
+            f"{DIGEST_FIELDS[precision]} {expected[:12]}..."
         )
     try:
         session = open_session(onnx_bytes, device, threads)

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import multiprocess
@@ -77,17 +78,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
     specs = settings.variant_specs()
-    holders = [
-        BundleHolder(
-            spec.path,
-            settings.device,
-            settings.ort_threads,
-            metrics,
-            primary=k == 0,
-            precision=settings.precision,
+
+    def holder_of(path: Path, primary: bool) -> BundleHolder:
+        return BundleHolder(
+            path, settings.device, settings.ort_threads, metrics, primary, settings.precision
         )
-        for k, spec in enumerate(specs)
-    ]
+
+    holders = [holder_of(spec.path, primary=k == 0) for k, spec in enumerate(specs)]
     holder = holders[0]
     names = [spec.name for spec in specs]
     client = connect(settings)
@@ -112,14 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     indexes = Indexes(lambda: catalogue.current, settings.catalogue_unlisted == "allow")
     shadow = None
     if settings.shadow_bundle is not None:
-        shadow_holder = BundleHolder(
-            settings.shadow_bundle,
-            settings.device,
-            settings.ort_threads,
-            metrics,
-            primary=False,
-            precision=settings.precision,
-        )
+        shadow_holder = holder_of(settings.shadow_bundle, primary=False)
         shadow = ShadowScorer(shadow_holder, indexes, metrics, settings.shadow_sample)
     recommender = Recommender(
         lambda: [h.current for h in holders],

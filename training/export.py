@@ -28,6 +28,7 @@ from contract.bundle import (
     ITEMS_INPUT,
     MANIFEST_FILE,
     ONNX_FILE,
+    ONNX_FILES,
     SCORES_OUTPUT,
     USERS_INPUT,
     Lineage,
@@ -168,7 +169,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
         # out_dir cannot move (e.g. it is a mount point): replace file by file, manifest last;
         # its onnx_sha256 lets a reader detect and refuse the moment in between.
         shutil.rmtree(retired)
-        for name in (ONNX_FILE, INT8_ONNX_FILE, MANIFEST_FILE):
+        for name in (*ONNX_FILES.values(), MANIFEST_FILE):
             os.replace(staging / name, out_dir / name)
         shutil.rmtree(staging)
         return
