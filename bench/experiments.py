@@ -13,10 +13,12 @@ bench/results/experiments.json.
 2. What rules and experiments cost: /recommend at concurrency 64, the plain service ("off":
    no catalogue, one bundle, plain requests) against the service with a 3,916-item catalogue,
    two variants, the record of every answer and requests with filters ("on"); and "on" plus a
-   shadow bundle scoring 10% of requests. All three run at once on the same Redis (6,040
-   users' histories) and are measured in turn, three rounds, medians (bench/serve.py's load
-   generator and bundle sizes). Then where the difference goes: wrk at c=64 on "off" and
-   "on" while py-spy samples each (bench/profile_serve.py's CPU budget per request).
+   shadow bundle scoring 10% of requests; and each part of "on" alone on the plain service
+   (rules only, variants only, record only), to show which part costs what. All run at once
+   on the same Redis (6,040 users' histories) and are measured in turn, three rounds, medians
+   (bench/serve.py's load generator and bundle sizes). Then where the difference goes: wrk
+   at c=64 on "off" and "on" while py-spy samples each (bench/profile_serve.py's CPU budget
+   per request).
 
     .venv/bin/python bench/experiments.py [--duration 5] [--repeats 3] [--concurrency 64]
 """
@@ -364,6 +366,22 @@ def main(argv: list[str] | None = None) -> int:
                 bundle_a, redis_url, **base, **on, shadow_bundle=str(bundle_b), shadow_sample="0.1"
             )
             running.append(shadowed)
+            # "on" taken apart: each of its three parts alone on the plain service
+            rules_only = ServiceProcess.start(
+                bundle_a, redis_url, **base, catalogue=on["catalogue"]
+            )
+            variants_only = ServiceProcess.start(
+                bundle_a,
+                redis_url,
+                **base,
+                variants=on["variants"],
+                experiment_salt=on["experiment_salt"],
+                record_recommendations="false",
+            )
+            record_only = ServiceProcess.start(
+                bundle_a, redis_url, **base, record_recommendations="true"
+            )
+            running += [rules_only, variants_only, record_only]
             time.sleep(1.0)
             # the simulation first: the cost runs record their answers too, with no clicks
             if not args.skip_simulation:
@@ -374,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                     "off": (off.port, recommend_pool(None, 2)),
                     "on": (with_rules.port, recommend_pool(FILTERS, 2)),
                     "on+shadow10%": (shadowed.port, recommend_pool(FILTERS, 2)),
+                    "rules only": (rules_only.port, recommend_pool(FILTERS, 2)),
+                    "variants only": (variants_only.port, recommend_pool(None, 2)),
+                    "record only": (record_only.port, recommend_pool(None, 2)),
                 }
                 result["cost"] = {
                     "off": "one bundle, no catalogue, no record; requests {user_id, n: 10}",
@@ -381,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"(50/50), every answer recorded, requests with {FILTERS} and the default "
                     "only_available",
                     "on+shadow10%": "on, plus a shadow bundle scoring 10% of requests",
+                    "rules only": "off, plus the catalogue and the requests' filters",
+                    "variants only": "off, plus variant B (50/50), answers not recorded",
+                    "record only": "off, plus the record of every answer",
                     "rows": measure_cost(services, args),
                 }
             if not args.skip_profile:  # where the difference goes: wrk + py-spy, as profile_serve

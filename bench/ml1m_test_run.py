@@ -6,7 +6,7 @@ test run does (same seed, config and model) and appends each epoch's full test m
 JSON-lines file as it goes, so a run cut short by a time limit keeps every finished epoch.
 
     python bench/ml1m_test_run.py --data SPLIT_DIR --device cuda --out epochs.jsonl [--seconds 230]
-                                  [--no-cuda-graphs]
+                                  [--no-cuda-graphs] [--bf16]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=float("inf"), help="time budget")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per epoch")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="eager steps on CUDA")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in training")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -50,6 +51,7 @@ def main() -> int:
         seed=args.seed,
         device=args.device,
         cuda_graphs=not args.no_cuda_graphs,
+        bf16=args.bf16,
         progress=False,
     )
     set_seed(config.seed)  # as training.pipeline does: the initial weights are seeded too

@@ -9,6 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from service.schemas import EventsResponse, RecommendResponse
+
 
 def manifest(bundle: Path) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
@@ -208,6 +210,24 @@ def test_health_readiness_and_openapi(client):
     assert recommend["schema"]["$ref"].endswith("/RecommendRequest")
     assert schema["components"]["schemas"]["RecommendRequest"]["properties"]["n"]["maximum"] == 1000
     assert client.post("/bench/floor", json={"user_id": "u1"}).status_code == 404
+
+
+def test_hot_routes_answer_bytes_that_match_their_documented_response_models(client):
+    """/recommend and /events serialize their answers themselves (service.api.responses):
+    the OpenAPI description still names the response models, and the answers follow them."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, model in (("/recommend", RecommendResponse), ("/events", EventsResponse)):
+        answer = paths[path]["post"]["responses"]["200"]["content"]["application/json"]
+        assert answer["schema"]["$ref"].endswith(f"/{model.__name__}")
+    event = {"user_id": "u1", "item_id": "i1", "timestamp": 1.0, "event_id": "e-bytes"}
+    for path, body, model in (
+        ("/events", {"events": [event]}, EventsResponse),
+        ("/recommend", {"user_id": "u1", "n": 3}, RecommendResponse),
+    ):
+        response = client.post(path, json=body)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        model.model_validate_json(response.content)  # raises if the bytes stray from the model
 
 
 def test_bench_floor_validates_like_recommend(make_client):

@@ -6,6 +6,7 @@ from redis.exceptions import RedisError
 from service.admission import arrival
 from service.api.deps import disconnect_probe, require_key, services_of
 from service.api.errors import REDIS_UNAVAILABLE, redis_errors, retry_later
+from service.api.responses import model_response
 from service.bodies import JsonBody
 from service.schemas import EventsInput, EventsResponse
 
@@ -20,10 +21,11 @@ def events_router(body: JsonBody, write_key: bool) -> APIRouter:
 
     @router.post(
         "/events",
+        response_model=EventsResponse,
         openapi_extra=body.openapi(),
         responses={503: {"description": "not confirmed (retry with the same event_ids)"}},
     )
-    async def events(request: Request) -> EventsResponse:
+    async def events(request: Request) -> Response:
         """Store events; a 200 means Redis has every accepted one (retries: same event_id).
         Answered by the deadline (COSREC_EVENTS_DEADLINE_MS)."""
         batch: EventsInput = await body.parse(request)
@@ -38,7 +40,7 @@ def events_router(body: JsonBody, write_key: bool) -> APIRouter:
             services.metrics.events_rejected.labels("redis_unavailable").inc(len(batch.events))
             redis_errors.warning("/events: Redis unavailable: %s", error)
             return _not_confirmed(REDIS_UNAVAILABLE)
-        return EventsResponse.model_validate(counts, from_attributes=True)
+        return model_response(EventsResponse.model_validate(counts, from_attributes=True))
 
     return router
 

@@ -2,11 +2,12 @@
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from contract.attribution import new_recommendation_id
 from service.admission import arrival
 from service.api.deps import disconnect_probe, require_read_key, services_of
+from service.api.responses import model_response
 from service.bodies import JsonBody
 from service.recommender import RecommendJob
 from service.rules import resolve_rules
@@ -24,10 +25,11 @@ def recommend_router(body: JsonBody, read_key: bool) -> APIRouter:
 
     @router.post(
         "/recommend",
+        response_model=RecommendResponse,
         openapi_extra=body.openapi(),
         responses={503: {"description": "overloaded: retry after Retry-After seconds"}},
     )
-    async def recommend(request: Request) -> RecommendResponse:
+    async def recommend(request: Request) -> Response:
         """Top-n items for a user from their last items in Redis (see `source`), honouring the
         business rules (filters; else the deployment's defaults). Answered by the deadline
         (COSREC_RECOMMEND_DEADLINE_MS): from popularity if Redis is late."""
@@ -65,7 +67,7 @@ def recommend_router(body: JsonBody, read_key: bool) -> APIRouter:
         rid = new_recommendation_id(name)
         if services.recorder is not None:
             services.recorder.record(query.user_id, rid, name, result.item_ids)
-        return RecommendResponse(
+        response = RecommendResponse(
             user_id=query.user_id,
             items=[
                 {"item_id": item, "score": score, "reason": MODEL if k < from_model else POPULARITY}
@@ -76,5 +78,6 @@ def recommend_router(body: JsonBody, read_key: bool) -> APIRouter:
             recommendation_id=rid,
             variant=name,
         )
+        return model_response(response)
 
     return router

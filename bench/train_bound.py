@@ -1,0 +1,112 @@
+"""How far the training fast path can go against the literal network on this CPU.
+
+Times CosRec's training step (batch 512, ML-1M's sizes: 6,040 users, 3,416 items, random
+batches: speed does not depend on the data) for the fast path and the literal Table 1 network
+in alternating rounds (medians), then profiles the fast step and sums the time of its matrix
+products (aten mm, bmm, addmm, baddbmm). Those products are work the fast path cannot skip:
+even if every other operation cost nothing, the step would take at least their time, so
+literal / products is the most the fast path could reach on this machine:
+
+    python bench/train_bound.py [--rounds 7] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from cosrec.machine import describe_cpu  # noqa: E402
+from model import build_model  # noqa: E402
+from training.fit import TrainConfig, make_optimizer, set_seed, train_step  # noqa: E402
+
+NUM_USERS, NUM_ITEMS, BATCH, STEPS_PER_ROUND = 6040, 3416, 512, 5
+MATRIX_PRODUCTS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+
+
+def make_step(fast: bool):
+    """A closure running one training step of a fresh CosRec (fast or literal) on one batch."""
+    set_seed(0)
+    config = TrainConfig()
+    model = build_model("cosrec", NUM_USERS, NUM_ITEMS, L=config.L).train()
+    model.fast = fast
+    optimizer = make_optimizer(model, config)
+    items = torch.randint(1, NUM_ITEMS + 1, (BATCH, config.L))
+    users = torch.randint(1, NUM_USERS + 1, (BATCH,))
+    targets = torch.randint(1, NUM_ITEMS + 1, (BATCH, config.T))
+    negatives = torch.randint(1, NUM_ITEMS + 1, (BATCH, config.negatives))
+    return lambda: train_step(model, optimizer, items, users, targets, negatives)
+
+
+def seconds_per_step(step, steps: int) -> float:
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps
+
+
+def matrix_product_share(step, steps: int) -> float:
+    """The matrix products' share of the time of the step's operations (torch's profiler)."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiled:
+        for _ in range(steps):
+            step()
+    events = profiled.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    products = sum(e.self_cpu_time_total for e in events if e.key in MATRIX_PRODUCTS)
+    return products / total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="alternating timed rounds")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_bound.json")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.threads < 1:
+        print("train_bound: --rounds and --threads must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    steps = {"fast": make_step(True), "literal": make_step(False)}
+    for step in steps.values():  # warm-up: first-call allocations and kernel choices
+        seconds_per_step(step, 3)
+    rounds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            rounds[name].append(seconds_per_step(step, STEPS_PER_ROUND))
+    fast, literal = (statistics.median(rounds[name]) for name in ("fast", "literal"))
+    share = statistics.median(
+        matrix_product_share(steps["fast"], STEPS_PER_ROUND) for _ in range(3)
+    )
+    products = share * fast
+    report = {
+        "what": "CosRec training step, batch 512: the fast path against the literal network, "
+        "and the fast path's matrix products (a floor on its step time)",
+        "machine": f"{describe_cpu()}, {args.threads} torch threads, torch {torch.__version__}",
+        "command": shlex.join(
+            ["python", "bench/train_bound.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "ms_per_step_median": {"fast": round(fast * 1e3, 1), "literal": round(literal * 1e3, 1)},
+        "ms_per_step_rounds": {k: [round(v * 1e3, 1) for v in r] for k, r in rounds.items()},
+        "speedup": round(literal / fast, 2),
+        "fast_matrix_product_share": round(share, 3),
+        "fast_matrix_products_ms": round(products * 1e3, 1),
+        "speedup_if_nothing_but_matrix_products": round(literal / products, 2),
+    }
+    print(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
