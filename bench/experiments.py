@@ -355,33 +355,29 @@ def main(argv: list[str] | None = None) -> int:
             off = ServiceProcess.start(bundle_a, redis_url, **base)
             running.append(off)
             result["histories"] = load_histories(off.port, redis_url)
-            on = {
-                "catalogue": str(catalogue),
-                "variants": f"B={bundle_b}:0.5",
-                "experiment_salt": f"bench-{args.seed}",
-            }
+            # "on" is its rules and its experiment together; each alone is measured beside it
+            rules = {"catalogue": str(catalogue)}
+            variants = {"variants": f"B={bundle_b}:0.5", "experiment_salt": f"bench-{args.seed}"}
+            on = {**rules, **variants}
             with_rules = ServiceProcess.start(bundle_a, redis_url, **base, **on)
             running.append(with_rules)
-            shadowed = ServiceProcess.start(
-                bundle_a, redis_url, **base, **on, shadow_bundle=str(bundle_b), shadow_sample="0.1"
-            )
-            running.append(shadowed)
-            # "on" taken apart: each of its three parts alone on the plain service
-            rules_only = ServiceProcess.start(
-                bundle_a, redis_url, **base, catalogue=on["catalogue"]
-            )
-            variants_only = ServiceProcess.start(
-                bundle_a,
-                redis_url,
-                **base,
-                variants=on["variants"],
-                experiment_salt=on["experiment_salt"],
-                record_recommendations="false",
-            )
-            record_only = ServiceProcess.start(
-                bundle_a, redis_url, **base, record_recommendations="true"
-            )
-            running += [rules_only, variants_only, record_only]
+            if not args.skip_cost:  # services that only the cost runs use
+                shadowed = ServiceProcess.start(
+                    bundle_a,
+                    redis_url,
+                    **base,
+                    **on,
+                    shadow_bundle=str(bundle_b),
+                    shadow_sample="0.1",
+                )
+                rules_only = ServiceProcess.start(bundle_a, redis_url, **base, **rules)
+                variants_only = ServiceProcess.start(
+                    bundle_a, redis_url, **base, **variants, record_recommendations="false"
+                )
+                record_only = ServiceProcess.start(
+                    bundle_a, redis_url, **base, record_recommendations="true"
+                )
+                running += [shadowed, rules_only, variants_only, record_only]
             time.sleep(1.0)
             # the simulation first: the cost runs record their answers too, with no clicks
             if not args.skip_simulation:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from cosrec.machine import describe_cpu  # noqa: E402
+from cosrec.machine import describe_device  # noqa: E402
 from model import build_model  # noqa: E402
 from training.fit import TrainConfig, make_optimizer, set_seed, train_step  # noqa: E402
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "what": "CosRec training step, batch 512: the fast path against the literal network, "
         "and the fast path's matrix products (a floor on its step time)",
-        "machine": f"{describe_cpu()}, {args.threads} torch threads, torch {torch.__version__}",
+        "machine": describe_device("cpu"),
         "command": shlex.join(
             ["python", "bench/train_bound.py", *(sys.argv[1:] if argv is None else argv)]
         ),
