@@ -35,9 +35,11 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -231,20 +233,39 @@ def monte_carlo(per_arm: int, trials: int, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------- 2: the cost
+def inference_calls(port: int) -> tuple[float, float]:
+    """The service's onnxruntime calls so far: (rows scored, calls), from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    found = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text.decode()):
+        if family.name == "cosrec_inference_batch_size":
+            for sample in family.samples:
+                for part in found:
+                    if sample.name.endswith(f"_{part}"):
+                        found[part] += sample.value
+    return found["sum"], found["count"]
+
+
 def measure_cost(services: dict[str, tuple[int, list[bytes]]], args) -> list[dict]:
-    """Each round measures every configuration in turn (the order rotates); medians."""
+    """Each round measures every configuration in turn (the order rotates); medians. Each
+    run also reports the rows per onnxruntime call it made (the service's batch histogram):
+    the model's cost per row falls as its calls grow (bench/variant_cost.py)."""
     runs: dict[str, list[dict]] = {name: [] for name in services}
     names = list(services)
     for repeat in range(args.repeats):
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
             port, pool = services[name]
+            rows_before, calls_before = inference_calls(port)
             result = run_load(port, args.concurrency, cycling(pool), args.warmup, args.duration)
+            rows_after, calls_after = inference_calls(port)
+            calls = calls_after - calls_before
+            result["rows_per_inference_call"] = round((rows_after - rows_before) / calls, 1)
             runs[name].append(result)
             print(
                 f"  round {repeat + 1} {name:<14} {result['rps']:>8,.0f} req/s  "
                 f"p50 {result['p50_ms']:.1f}  p99 {result['p99_ms']:.1f} ms  "
-                f"({result['errors']} errors)",
+                f"{result['rows_per_inference_call']} rows a call  ({result['errors']} errors)",
                 flush=True,
             )
     rows = []
@@ -264,6 +285,9 @@ def measure_cost(services: dict[str, tuple[int, list[bytes]]], args) -> list[dic
                 "rps_runs": rps,
                 "p99_ms_runs": p99,
                 "errors": sum(r["errors"] for r in results),
+                "rows_per_inference_call_median": float(
+                    np.median([r["rows_per_inference_call"] for r in results])
+                ),
                 "rps_ratio_to_off_median": round(
                     float(np.median([x / y for x, y in zip(rps, off_rps, strict=True)])), 3
                 ),

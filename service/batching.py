@@ -6,6 +6,10 @@ the other; with 2, the next batch starts as soon as requests wait (it reads Redi
 inputs) while the previous one is in onnxruntime, so the event loop is not idle through the
 model call.
 
+With `group`, a batch holds only requests of the oldest waiting request's group (the others
+keep their place for a later batch): a recommendation batch is then one model's, one
+onnxruntime call, instead of one call per model over a share of the rows.
+
 Bounded: at most `max_queue` requests wait (`submit` raises QueueFullError beyond: shed the load at
 once), and a batch holds at most `max_batch` requests and `max_weight` units of work (e.g.
 events). A request whose caller stopped waiting (its deadline passed: the future is cancelled)
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
@@ -55,8 +59,10 @@ class GreedyBatcher(Generic[T, R]):
         max_queue: int = 1024,
         weight: Callable[[T], int] | None = None,
         max_weight: int | None = None,
+        group: Callable[[T], Hashable] | None = None,
     ) -> None:
         self._process = process
+        self._group = group
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._max_in_flight = max_in_flight
@@ -132,24 +138,33 @@ class GreedyBatcher(Generic[T, R]):
             task.add_done_callback(partial(_fail_unanswered, batch))
 
     def _next_batch(self) -> list[_Waiter[T, R]]:
-        """The oldest waiting requests, within the bounds; abandoned ones are dropped."""
+        """The oldest waiting requests (of the oldest one's group), within the bounds;
+        abandoned ones are dropped."""
         batch: list[_Waiter[T, R]] = []
+        passed: list[_Waiter[T, R]] = []  # live waiters left for a later batch, in order
         weight = 0
+        group: Hashable = None
         while self._pending and len(batch) < self._max_batch:
-            waiter = self._pending[0]
+            waiter = self._pending.popleft()
             if waiter.future.done():  # its caller stopped waiting (deadline): drop it
-                self._pending.popleft()
                 continue
             if waiter.gone():
-                self._pending.popleft()
                 waiter.future.set_exception(ClientGoneError())
                 continue
+            if self._group is not None:
+                key = self._group(waiter.item)
+                if batch and key != group:
+                    passed.append(waiter)
+                    continue
+                group = key
             if self._weight is not None and self._max_weight is not None:
                 size = self._weight(waiter.item)
                 if batch and weight + size > self._max_weight:
+                    passed.append(waiter)
                     break
                 weight += size
-            batch.append(self._pending.popleft())
+            batch.append(waiter)
+        self._pending.extendleft(reversed(passed))
         return batch
 
     async def _run_batch(self, batch: list[_Waiter[T, R]]) -> None:

@@ -128,6 +128,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wait_s,
         settings.batches_in_flight,
         max_queue=settings.max_queued_requests,
+        group=lambda job: job.variant,  # one model a batch: a whole batch to each call
     )
     writer = EventWriter(
         store,

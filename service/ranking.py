@@ -74,7 +74,8 @@ def ranked_candidates(scores: np.ndarray, k: int) -> Candidates:
 
     Exact: a row's threshold is a score of the row, every cell at or above it is a candidate,
     so when k cells pass, the k best are among them (ties at the threshold pass together). A
-    row where fewer pass (an unlucky sample, or few finite cells) takes all its finite cells.
+    row where fewer pass (an unlucky sample) is cut at its own k-th best cell instead, or takes
+    all its finite cells when it has fewer than k.
     """
     rows, width = scores.shape
     sample = scores[:, ::SAMPLE_STRIDE]
@@ -88,7 +89,12 @@ def ranked_candidates(scores: np.ndarray, k: int) -> Candidates:
     found = np.bincount(cells // width, minlength=rows)
     short = found < k
     if short.any():
-        mask[short] = scores[short] > -np.inf
+        # An unlucky sample: the row's own k-th best cell becomes its threshold (one partition
+        # of the row), so the sort below still takes about k cells of it, not all of them.
+        cut = max(width - k, 0)  # k past the width: every cell
+        kth = np.partition(scores[short], cut, axis=1)[:, cut]
+        kth[kth == -np.inf] = LOWEST  # fewer than k finite cells: all of them
+        mask[short] = scores[short] >= kth[:, None]
         cells = np.flatnonzero(mask)
         found = np.bincount(cells // width, minlength=rows)
     row_of = cells // width
@@ -97,7 +103,8 @@ def ranked_candidates(scores: np.ndarray, k: int) -> Candidates:
     starts = np.zeros(rows + 1, dtype=np.intp)
     np.cumsum(found, out=starts[1:])
     cells = cells[order]
-    return Candidates(cells - row_of[order] * width, values[order], starts, short)
+    # a row with fewer than k candidates took every finite cell (its threshold was LOWEST)
+    return Candidates(cells - row_of[order] * width, values[order], starts, found < k)
 
 
 def top_n_rows(scores: np.ndarray, n: np.ndarray, excluded: Exclusions) -> RankedRows:

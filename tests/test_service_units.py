@@ -14,7 +14,13 @@ from conftest import REPO
 from contract.redis_layout import user_from_log_key, user_from_tag, user_keys, user_tag
 from cosrec.processes import free_port, service_env
 from service.batching import ClientGoneError, GreedyBatcher, QueueFullError
-from service.ranking import Exclusions, exclusions, ranked_candidates, top_n_rows
+from service.ranking import (
+    SAMPLE_STRIDE,
+    Exclusions,
+    exclusions,
+    ranked_candidates,
+    top_n_rows,
+)
 
 
 def test_top_n_rows_equal_a_full_sort_of_each_row_without_its_excluded():
@@ -59,6 +65,18 @@ def test_ranked_candidates_start_each_row_as_a_stable_full_sort_does(seed):
             assert len(got) == finite
         else:
             assert len(got) >= k
+
+
+def test_an_unlucky_sample_cuts_its_row_at_the_kth_best_cell_not_at_the_whole_row():
+    """The sample (every SAMPLE_STRIDE-th cell) holds a row's best scores, so too few cells
+    pass its threshold: the row then keeps its k best, exactly, not every cell."""
+    width, k = 400, 42
+    scores = np.arange(width, dtype=np.float32)[None, ::-1].copy()  # 399 ... 0
+    scores[0, ::SAMPLE_STRIDE] += 1000.0  # the sampled cells are the row's best
+    candidates = ranked_candidates(scores, k)
+    assert candidates.counts().tolist() == [k]
+    assert candidates.columns.tolist() == np.argsort(-scores[0], kind="stable")[:k].tolist()
+    assert not candidates.complete[0]
 
 
 def test_top_n_rows_with_everything_excluded_is_empty():
@@ -261,6 +279,26 @@ def test_batcher_bounds_a_batch_by_weight_and_keeps_an_oversized_item_alone():
 
     asyncio.run(scenario())
     assert batches == [[4, 5], [3], [12], [2, 2]]
+
+
+def test_batcher_with_groups_batches_the_oldest_waiters_group_and_keeps_the_others_order():
+    batches: list[list[str]] = []
+
+    async def record(batch: list[str]) -> list[str]:
+        batches.append(batch)
+        return batch
+
+    async def scenario() -> list[str]:
+        batcher = GreedyBatcher(record, max_batch=3, group=lambda item: item[0])
+        waiting = [batcher.submit(x) for x in ("a1", "b1", "a2", "b2", "a3", "a4", "b3")]
+        batcher.start()
+        answers = await asyncio.gather(*waiting)
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert answers == ["a1", "b1", "a2", "b2", "a3", "a4", "b3"]
+    assert batches == [["a1", "a2", "a3"], ["b1", "b2", "b3"], ["a4"]]
 
 
 def test_batcher_drops_work_whose_caller_stopped_waiting_or_whose_client_left():
