@@ -248,8 +248,9 @@ def inference_calls(port: int) -> tuple[float, float]:
 
 def measure_cost(services: dict[str, tuple[int, list[bytes]]], args) -> list[dict]:
     """Each round measures every configuration in turn (the order rotates); medians. Each
-    run also reports the rows per onnxruntime call it made (the service's batch histogram):
-    the model's cost per row falls as its calls grow (bench/variant_cost.py)."""
+    run also reports the rows per onnxruntime call it made, warm-up included (the service's
+    batch histogram): the model's cost per row falls as its calls grow
+    (bench/variant_cost.py)."""
     runs: dict[str, list[dict]] = {name: [] for name in services}
     names = list(services)
     for repeat in range(args.repeats):
@@ -259,7 +260,7 @@ def measure_cost(services: dict[str, tuple[int, list[bytes]]], args) -> list[dic
             rows_before, calls_before = inference_calls(port)
             result = run_load(port, args.concurrency, cycling(pool), args.warmup, args.duration)
             rows_after, calls_after = inference_calls(port)
-            calls = calls_after - calls_before
+            calls = max(calls_after - calls_before, 1)  # none: a broken run, shown as 0 rows
             result["rows_per_inference_call"] = round((rows_after - rows_before) / calls, 1)
             runs[name].append(result)
             print(

@@ -10,9 +10,10 @@ besides the products (batch norm, ReLU, copies, Adam ...) are listed with their 
 
 The lever issue 15 names for those is fusing them, so the fast step also runs with its network
 (`sequence_features`) compiled by torch.compile (inductor, which fuses elementwise work into
-C++ loops) in each of `--compile-modes`, in the same alternating rounds: each mode compiles
-from an empty inductor cache, and the report says how many graphs dynamo captured and how long
-the first steps took (a compiled run with no graph would be eager in disguise):
+C++ loops) in each of `--compile-modes`, in the same alternating rounds; the loss and the
+optimizer stay eager. Each mode compiles from an empty inductor cache, and the report says how
+many graphs dynamo captured and how long the first steps took (a compiled run with no graph
+would be eager in disguise; the first mode's also include inductor's own start-up):
 
     python bench/train_bound.py [--rounds 7] [--threads 2] [--compile-modes default ...]
 """
@@ -79,10 +80,10 @@ def operation_shares(step, steps: int) -> dict[str, float]:
     return {event.key: event.self_cpu_time_total / total for event in events}
 
 
-def compiled_step(mode: str):
-    """The fast step compiled in `mode` from an empty inductor cache, after its first steps
-    (where it compiles); with the graphs dynamo captured and those steps' seconds."""
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="cosrec-inductor-")
+def compiled_step(mode: str, cache: Path):
+    """The fast step compiled in `mode` with `cache` (empty) as inductor's cache, after its
+    first steps (where it compiles); with the graphs dynamo captured and those steps' seconds."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     graphs_before = counters["stats"]["unique_graphs"]
     step = make_step(True, mode)
     started = time.perf_counter()
@@ -114,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     for step in steps.values():  # warm-up: first-call allocations and kernel choices
         seconds_per_step(step, 3)
     compiling = {}
-    for mode in args.compile_modes:
-        steps[f"fast, compiled ({mode})"], compiling[mode] = compiled_step(mode)
-    rounds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            rounds[name].append(seconds_per_step(step, STEPS_PER_ROUND))
+    with tempfile.TemporaryDirectory(prefix="cosrec-inductor-") as caches:
+        for mode in args.compile_modes:
+            cache = Path(caches) / mode
+            steps[f"fast, compiled ({mode})"], compiling[mode] = compiled_step(mode, cache)
+        rounds: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.rounds):
+            for name, step in steps.items():
+                rounds[name].append(seconds_per_step(step, STEPS_PER_ROUND))
     medians = {name: statistics.median(times) for name, times in rounds.items()}
     fast, literal = medians["fast"], medians["literal"]
     profiles = [operation_shares(steps["fast"], STEPS_PER_ROUND) for _ in range(3)]

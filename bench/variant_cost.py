@@ -3,12 +3,14 @@ bench/results/variant_cost.json.
 
 bench/experiments.py measures the whole service; this script isolates the work a micro-batch
 does after its Redis read (`service.model_answers.model_answers`, as the recommender calls it:
-once per variant) so the parts can be told apart without HTTP noise. Two ML-1M-sized bundles
-(random weights), bench/experiments.py's catalogue and filters; for each batch size, in
-interleaved repetitions (medians, microseconds per row):
+once per variant of the batch) so the parts can be told apart without HTTP noise. Two
+ML-1M-sized bundles (random weights), bench/experiments.py's catalogue and filters; for each
+batch size, in interleaved repetitions (medians, microseconds per row):
 
 - off: one bundle, no catalogue, no rules; rules: the same with the catalogue and the filters;
-  variants: half the rows through bundle A, half through B; on: both.
+  variants (mixed batch): half the rows through bundle A, half through B, as a batch of two
+  variants runs (the service's batches hold one variant since: service/batching.py's group);
+  on (mixed batch): both.
 - onnxruntime alone: one call of the whole batch; two calls of half the batch on one session
   (the split); two calls on two sessions (the split and the second set of weights).
 
@@ -202,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = {
                 "off": model_path([a], bare[:1], NO_RULES, batch),
                 "rules": model_path([a], listed[:1], rules, batch),
-                "variants": model_path([a, b], bare, NO_RULES, batch),
-                "on": model_path([a, b], listed, rules, batch),
+                "variants (mixed batch)": model_path([a, b], bare, NO_RULES, batch),
+                "on (mixed batch)": model_path([a, b], listed, rules, batch),
                 "onnxruntime, one call": scoring([a], batch),
                 "onnxruntime, two calls, one session": scoring([a, a], batch),
                 "onnxruntime, two calls, two sessions": scoring([a, b], batch),
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 "batch": batch,
                 "us_per_row": medians,
                 "added_to_off_us_per_row": {
-                    name: round(medians[name] - off, 1) for name in ("rules", "variants", "on")
+                    name: round(medians[name] - off, 1)
+                    for name in ("rules", "variants (mixed batch)", "on (mixed batch)")
                 },
                 "second_variant_in_onnxruntime_us_per_row": {
                     "split": round(medians["onnxruntime, two calls, one session"] - one_call, 1),

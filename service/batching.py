@@ -145,25 +145,26 @@ class GreedyBatcher(Generic[T, R]):
         weight = 0
         group: Hashable = None
         while self._pending and len(batch) < self._max_batch:
-            waiter = self._pending.popleft()
+            waiter = self._pending[0]
             if waiter.future.done():  # its caller stopped waiting (deadline): drop it
+                self._pending.popleft()
                 continue
             if waiter.gone():
+                self._pending.popleft()
                 waiter.future.set_exception(ClientGoneError())
                 continue
             if self._group is not None:
                 key = self._group(waiter.item)
                 if batch and key != group:
-                    passed.append(waiter)
+                    passed.append(self._pending.popleft())
                     continue
                 group = key
             if self._weight is not None and self._max_weight is not None:
                 size = self._weight(waiter.item)
                 if batch and weight + size > self._max_weight:
-                    passed.append(waiter)
                     break
                 weight += size
-            batch.append(waiter)
+            batch.append(self._pending.popleft())
         self._pending.extendleft(reversed(passed))
         return batch
 

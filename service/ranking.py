@@ -92,9 +92,11 @@ def ranked_candidates(scores: np.ndarray, k: int) -> Candidates:
         # An unlucky sample: the row's own k-th best cell becomes its threshold (one partition
         # of the row), so the sort below still takes about k cells of it, not all of them.
         cut = max(width - k, 0)  # k past the width: every cell
-        kth = np.partition(scores[short], cut, axis=1)[:, cut]
+        rows_short = scores[short]
+        ranked = np.where(np.isnan(rows_short), -np.inf, rows_short)  # NaN is never a candidate
+        kth = np.partition(ranked, cut, axis=1)[:, cut]
         kth[kth == -np.inf] = LOWEST  # fewer than k finite cells: all of them
-        mask[short] = scores[short] >= kth[:, None]
+        mask[short] = rows_short >= kth[:, None]
         cells = np.flatnonzero(mask)
         found = np.bincount(cells // width, minlength=rows)
     row_of = cells // width

@@ -127,7 +127,9 @@ class Recommender:
             )
             for variant, mine in by_variant.items()
         ]
-        await self._rank(parts)  # every variant's model work in one hand-off
+        # every variant's model work in one hand-off (the service's batches hold one variant's
+        # jobs: service.batching's group, so a call scores the whole batch)
+        await self._rank(parts)
         results: list[Recommendation | None] = [None] * len(jobs)
         for part, mine in zip(parts, by_variant.values(), strict=True):
             for position, answer in zip(mine, self._finish(part, now), strict=True):

@@ -79,6 +79,18 @@ def test_an_unlucky_sample_cuts_its_row_at_the_kth_best_cell_not_at_the_whole_ro
     assert not candidates.complete[0]
 
 
+def test_a_row_with_nan_scores_keeps_its_k_best_finite_cells():
+    """NaN (a broken model's score) is never a candidate, nor a threshold that hides the rest."""
+    width, k = 400, 42
+    scores = np.arange(width, dtype=np.float32)[None, ::-1].copy()
+    scores[0, ::SAMPLE_STRIDE] = np.nan  # every sampled cell
+    candidates = ranked_candidates(scores, k)
+    finite = np.flatnonzero(~np.isnan(scores[0]))
+    best = finite[np.argsort(-scores[0, finite], kind="stable")][:k]
+    assert candidates.columns.tolist() == best.tolist()
+    assert not candidates.complete[0]
+
+
 def test_top_n_rows_with_everything_excluded_is_empty():
     scores = np.array([[1, 1, 1, 1], [4, 3, 2, 1]], dtype=np.float32)
     excluded = Exclusions(np.array([0, 0, 0, 0, 0]), np.array([0, 1, 2, 3, 3]))
