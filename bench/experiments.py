@@ -35,11 +35,9 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,6 +50,7 @@ from serve import (  # noqa: E402  (bench/serve.py, beside this script)
     http_post,
     load_histories,
     machine,
+    metric_samples,
     redis_server,
     run_load,
 )
@@ -235,15 +234,8 @@ def monte_carlo(per_arm: int, trials: int, seed: int) -> dict:
 # ---------------------------------------------------------------- 2: the cost
 def inference_calls(port: int) -> tuple[float, float]:
     """The service's onnxruntime calls so far: (rows scored, calls), from its /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
-    found = {"sum": 0.0, "count": 0.0}
-    for family in text_string_to_metric_families(text.decode()):
-        if family.name == "cosrec_inference_batch_size":
-            for sample in family.samples:
-                for part in found:
-                    if sample.name.endswith(f"_{part}"):
-                        found[part] += sample.value
-    return found["sum"], found["count"]
+    values = {s.name: s.value for s in metric_samples(f"http://127.0.0.1:{port}")}
+    return values["cosrec_inference_batch_size_sum"], values["cosrec_inference_batch_size_count"]
 
 
 def measure_cost(services: dict[str, tuple[int, list[bytes]]], args) -> list[dict]:

@@ -61,7 +61,12 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from serve import http_post, recommend_requests, run_load  # noqa: E402  (bench/serve.py)
+from serve import (  # noqa: E402  (bench/serve.py)
+    http_post,
+    metric_samples,
+    recommend_requests,
+    run_load,
+)
 
 from contract.event_log import read_event_log  # noqa: E402
 from contract.redis_layout import USER_KEY_KINDS, user_keys  # noqa: E402
@@ -414,10 +419,6 @@ def _timed(request: urllib.request.Request, timeout_s: float) -> tuple[int | Non
 def service_metrics(url: str) -> dict:
     """What the service counted: requests shed, popularity answers, its own latency of
     /recommend (from the handler's start: time in socket buffers is not in it)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
-        text = reply.read().decode()
     wanted = (
         "cosrec_requests_shed_total",
         "cosrec_popularity_fallbacks_total",
@@ -426,8 +427,7 @@ def service_metrics(url: str) -> dict:
     )
     return {
         f"{sample.name}{json.dumps(sample.labels, sort_keys=True)}": sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        for sample in metric_samples(url)
         if sample.name in wanted and sample.labels.get("route", "/recommend") == "/recommend"
     }
 

@@ -43,60 +43,68 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiments import FILTERS, write_catalogue  # noqa: E402  (beside this script)
 from serve import NUM_ITEMS, NUM_USERS, export_bundle_ml1m_size, machine  # noqa: E402
 
-from contract.bundle import ONNX_FILES, Bundle, load_bundle  # noqa: E402
+from contract.bundle import ONNX_FILES, Bundle, load_bundle, session_options  # noqa: E402
 from cosrec.machine import describe_cpu  # noqa: E402
 from service.catalogue import catalogue_of, read_catalogue_file  # noqa: E402
 from service.model_answers import model_answers  # noqa: E402
 from service.ranking import exclusions  # noqa: E402
-from service.rules import NO_RULES, CatalogueIndex, Rules  # noqa: E402
+from service.rules import (  # noqa: E402
+    NO_RULES,
+    CatalogueIndex,
+    Rules,
+    deployment_rules,
+    resolve_rules,
+)
+from service.schemas import request_schemas  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 N = 10  # items a request asks for, as in bench/serve.py
 
 
-def request_rules() -> Rules:
-    """bench/experiments.py's request filters, with the deployment default only_available."""
-    return Rules(
-        exclude_categories=frozenset(FILTERS["exclude_categories"]),
-        exclude_tags=frozenset(FILTERS["exclude_tags"]),
-        max_per_category=FILTERS["max_per_category"],
-        only_available=True,
-    )
+def request_rules(bundle_dir: Path) -> Rules:
+    """The rules the service gives a request with bench/experiments.py's filters: the same
+    validation, and the deployment defaults of this environment's settings (COSREC_*)."""
+    settings = Settings(bundle=bundle_dir)
+    query = request_schemas(settings).recommend.model_validate({"user_id": "u", **FILTERS})
+    return resolve_rules(query, deployment_rules(settings))
 
 
-def model_path(bundles: list[Bundle], indexes: list[CatalogueIndex], rules: Rules, batch: int):
-    """A closure running `model_answers` over a batch split evenly across `bundles` (one
-    call per bundle, as the recommender makes per variant)."""
+def split_batch(bundles: list[Bundle], batch: int) -> list[tuple[Bundle, np.ndarray, np.ndarray]]:
+    """A random batch of `batch` histories split evenly across `bundles`: per bundle, its
+    rows' items [rows, L] and users [rows]."""
     rng = np.random.default_rng(batch)
     length = bundles[0].sequence_length
     items = rng.integers(1, NUM_ITEMS + 1, size=(batch, length), dtype=np.int64)
     users = rng.integers(1, NUM_USERS + 1, size=batch, dtype=np.int64)
     parts = np.array_split(np.arange(batch), len(bundles))
+    return [(b, items[rows], users[rows]) for b, rows in zip(bundles, parts, strict=True)]
+
+
+def model_path(bundles: list[Bundle], indexes: list[CatalogueIndex], rules: Rules, batch: int):
+    """A closure running `model_answers` over a batch split evenly across `bundles` (one
+    call per bundle, as the recommender makes per variant)."""
     calls = []
-    for bundle, index, rows in zip(bundles, indexes, parts, strict=True):
-        n = np.full(len(rows), N, dtype=np.intp)
-        nothing = exclusions(bundle.items.utf8_positions, [[] for _ in rows])
-        calls.append((bundle, index, items[rows], users[rows], n, nothing, [rules] * len(rows)))
+    for (bundle, items, users), index in zip(split_batch(bundles, batch), indexes, strict=True):
+        rows = len(users)
+        n = np.full(rows, N, dtype=np.intp)
+        nothing = exclusions(bundle.items.utf8_positions, [[] for _ in range(rows)])
+        calls.append((bundle, index, items, users, n, nothing, [rules] * rows))
 
     def run() -> None:
         now = time.time()
-        for bundle, index, rows_items, rows_users, n, nothing, row_rules in calls:
-            model_answers(bundle, index, rows_items, rows_users, n, nothing, row_rules, now)
+        for bundle, index, items, users, n, nothing, row_rules in calls:
+            model_answers(bundle, index, items, users, n, nothing, row_rules, now)
 
     return run
 
 
 def scoring(bundles: list[Bundle], batch: int) -> Callable[[], None]:
     """A closure running onnxruntime alone over a batch split evenly across `bundles`."""
-    rng = np.random.default_rng(batch)
-    length = bundles[0].sequence_length
-    items = rng.integers(1, NUM_ITEMS + 1, size=(batch, length), dtype=np.int64)
-    users = rng.integers(1, NUM_USERS + 1, size=batch, dtype=np.int64)
-    parts = np.array_split(np.arange(batch), len(bundles))
-    feeds = [(b, items[rows], users[rows]) for b, rows in zip(bundles, parts, strict=True)]
+    feeds = split_batch(bundles, batch)
 
     def run() -> None:
-        for bundle, rows_items, rows_users in feeds:
-            bundle.score(rows_items, rows_users)
+        for bundle, items, users in feeds:
+            bundle.score(items, users)
 
     return run
 
@@ -115,16 +123,13 @@ def interleaved_medians(runs: dict[str, Callable[[], None]], repeats: int, batch
 
 
 def heaviest_nodes(bundle_dir: Path, batch: int, calls: int, top: int, work: Path) -> dict:
-    """onnxruntime's profile of one CPU session (1 thread, as served) at `batch` rows: the
-    `top` nodes by time per call, with the bytes of the constants each reads (in the graph as
-    onnxruntime optimised it: folded weights included)."""
+    """onnxruntime's profile of one CPU session (the service's options, 1 thread) at `batch`
+    rows: the `top` nodes by time per call, with the bytes of the constants each reads (in the
+    graph as onnxruntime optimised it: folded weights included)."""
     import onnx
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options(threads=1)
     options.log_severity_level = 3  # not the warning that an optimised graph fits this CPU only
     options.enable_profiling = True
     options.profile_file_prefix = str(work / f"profile-{batch}")
@@ -198,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         catalogue = catalogue_of(read_catalogue_file(work / "catalogue.jsonl"))
         listed = [CatalogueIndex(catalogue, bundle, True) for bundle in (a, b)]
         bare = [CatalogueIndex(catalogue_of([]), bundle, True) for bundle in (a, b)]
-        rules = request_rules()
+        rules = request_rules(paths[0])
         rows = []
         for batch in args.batches:
             runs = {

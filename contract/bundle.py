@@ -300,8 +300,8 @@ def read_bundle_files(path: Path, onnx_file: str = ONNX_FILE) -> tuple[bytes, by
         os.close(dir_fd)
 
 
-def open_session(onnx_bytes: bytes, device: str = "cpu", threads: int = 1) -> Any:
-    """An onnxruntime session: CPU, or CUDA when asked for and present (else CPU, logged)."""
+def session_options(threads: int = 1) -> Any:
+    """The onnxruntime.SessionOptions every bundle's session runs with."""
     import onnxruntime as ort  # the serving and training environments both carry it
 
     options = ort.SessionOptions()
@@ -309,6 +309,14 @@ def open_session(onnx_bytes: bytes, device: str = "cpu", threads: int = 1) -> An
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def open_session(onnx_bytes: bytes, device: str = "cpu", threads: int = 1) -> Any:
+    """An onnxruntime session: CPU, or CUDA when asked for and present (else CPU, logged)."""
+    import onnxruntime as ort
+
+    options = session_options(threads)
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():

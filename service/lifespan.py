@@ -28,8 +28,8 @@ from service.memory import MemoryWatch
 from service.metrics import Metrics, multiprocess_dir
 from service.recommender import Recommendation, Recommender, RecommendJob
 from service.reloading import BundleHolder
-from service.rules import Indexes, Rules
-from service.settings import Settings, comma_list
+from service.rules import Indexes, Rules, deployment_rules
+from service.settings import Settings
 from service.store import RedisStore, connect
 
 log = logging.getLogger("cosrec.service")
@@ -149,12 +149,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.redis_timeout_s,
             metrics,
         )
-    default_rules = Rules(
-        exclude_categories=frozenset(comma_list(settings.default_exclude_categories)),
-        exclude_tags=frozenset(comma_list(settings.default_exclude_tags)),
-        only_available=settings.default_only_available,
-        max_per_category=settings.default_max_per_category,
-    )
+    default_rules = deployment_rules(settings)
     services = Services(
         holder,
         store,

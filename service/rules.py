@@ -27,6 +27,7 @@ from contract.bundle import Bundle
 from contract.ids import score_column
 from service.catalogue import UNLISTED, Catalogue, Item
 from service.ranking import ranked_candidates
+from service.settings import Settings, comma_list
 
 MAX_CACHED_RULE_SETS = 256
 EMPTY_COLUMNS = np.empty(0, dtype=np.intp)
@@ -46,6 +47,16 @@ class Rules:
 
 
 NO_RULES = Rules()
+
+
+def deployment_rules(settings: Settings) -> Rules:
+    """The rules a request gets for each filter it does not send (COSREC_DEFAULT_*)."""
+    return Rules(
+        exclude_categories=frozenset(comma_list(settings.default_exclude_categories)),
+        exclude_tags=frozenset(comma_list(settings.default_exclude_tags)),
+        only_available=settings.default_only_available,
+        max_per_category=settings.default_max_per_category,
+    )
 
 
 def resolve_rules(query: Any, defaults: Rules) -> Rules:
