@@ -5,12 +5,13 @@ and a shadow bundle that scores a sample of traffic off the request path.
   a number in [0, 1) and placed on the cumulative weights. Same user, same variant, on every
   worker and replica, with no state; another salt reshuffles everyone.
 - The record: every answer, with its recommendation_id, goes onto the user's recommendations
-  stream (`contract.redis_layout`), written after the answer in one script call per burst
-  (one pipeline on a Redis Cluster, whose keys of a burst lie on many nodes), never on the
-  request's path; when Redis is slow the queue is bounded and what overflows is counted.
+  stream (`contract.redis_layout`), written after the answer in one script call per burst of
+  GATHER_S (one pipeline on a Redis Cluster, whose keys of a burst lie on many nodes), never on
+  the request's path; when Redis is slow the queue is bounded and what overflows is counted.
 - The shadow: a sampled request's inputs (history, user, exclusions, rules) and its served top
-  10 are queued (bounded, dropped when full); a background task scores them with the shadow
-  bundle on its own low-priority thread and records the overlap of the two top 10s.
+  10 are queued (bounded, dropped when full); a background task scores each GATHER_S of them
+  with the shadow bundle on its own low-priority thread and records the overlap of the two
+  top 10s.
 """
 
 from __future__ import annotations
@@ -77,6 +78,24 @@ end
 return failed
 """
 
+RECORD_FIELDS = tuple(name.encode() for name in (REC_ID, REC_VARIANT, REC_ITEMS, REC_TIMESTAMP))
+
+# How long the background writers (the record, the shadow) gather work after the first item:
+# one burst then carries ~GATHER_S of traffic. A record write costs a round trip and a script
+# call, a shadow batch one onnxruntime call; onnxruntime costs 0.7-1 ms for 1 row against ~0.2
+# ms a row for 10 (bench/variant_cost.py), and none of it is on a request's path.
+GATHER_S = 0.1
+
+
+async def gathered(wake: asyncio.Event, flush: asyncio.Event, gather_s: float) -> None:
+    """Return `gather_s` after `wake` is set (or as soon as `flush` is), with `wake` cleared:
+    what arrives meanwhile goes into the same burst."""
+    await wake.wait()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(gather_s):
+            await flush.wait()
+    wake.clear()
+
 
 class Experiment:
     """Sticky assignment of users to variants by a salted hash, with the settings' weights."""
@@ -111,6 +130,7 @@ class RecommendationLog:
         metrics: Metrics,
         max_pending: int = 8192,
         max_batch: int = 512,
+        gather_s: float = GATHER_S,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -122,11 +142,11 @@ class RecommendationLog:
         self._max_batch = max_batch
         self._pending: deque[tuple[str, str, str, list[str], float]] = deque()
         self._script = (
-            None
-            if isinstance(client, aioredis.RedisCluster)
-            else client.register_script(RECORD_SCRIPT)
+            None if isinstance(client, aioredis.RedisCluster) else pipelining.Script(RECORD_SCRIPT)
         )
+        self._gather_s = gather_s
         self._wake = asyncio.Event()
+        self._flush = asyncio.Event()  # set by drain: write now
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -140,8 +160,8 @@ class RecommendationLog:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await gathered(self._wake, self._flush, self._gather_s)
+            self._flush.clear()
             while self._pending:
                 batch = [
                     self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))
@@ -150,7 +170,9 @@ class RecommendationLog:
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait until every recommendation recorded so far was written (or failed)."""
+        """Write every recommendation recorded so far now (no gathering), and wait until it
+        was written (or failed)."""
+        self._flush.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
@@ -167,11 +189,7 @@ class RecommendationLog:
         try:
             async with asyncio.timeout(self._timeout_s):
                 if self._script is not None:
-                    ttl = self._ttl or b"0"
-                    args = [self._max_len, ttl, REC_ID, REC_VARIANT, REC_ITEMS, REC_TIMESTAMP]
-                    for _, values in records:
-                        args.extend(values)
-                    failed = await self._script(keys=[key for key, _ in records], args=args)
+                    failed = await self._scripted(self._script, records)
                 else:
                     failed = await self._pipelined(records)
         except (RedisError, OSError) as error:
@@ -181,14 +199,27 @@ class RecommendationLog:
         if failed:
             self._metrics.unrecorded.labels("redis_error").inc(failed)
 
+    async def _scripted(
+        self, script: pipelining.Script, records: list[tuple[str, tuple[str, str, str, str]]]
+    ) -> int:
+        """The records in one call of RECORD_SCRIPT, packed by hand (redis-py's Script packs
+        each of its 4 + 1 arguments a record in Python: ~15 us of CPU a recommendation)."""
+        args = [b"%d" % len(records), *(key.encode() for key, _ in records)]
+        args += [self._max_len, self._ttl or b"0", *RECORD_FIELDS]
+        for _, values in records:
+            args.extend(value.encode() for value in values)
+        (reply,) = await pipelining.run_script(self._client, script, [args])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
     async def _pipelined(self, records: list[tuple[str, tuple[str, str, str, str]]]) -> int:
         """The records as plain commands in one pipeline (a Redis Cluster routes each key to
         its node); returns how many Redis refused."""
-        fields = REC_ID.encode(), REC_VARIANT.encode(), REC_ITEMS.encode(), REC_TIMESTAMP.encode()
         commands: list[list[bytes]] = []
         for key, values in records:
             add = [b"XADD", key.encode(), b"MAXLEN", self._max_len, b"*"]
-            for name, value in zip(fields, values, strict=True):
+            for name, value in zip(RECORD_FIELDS, values, strict=True):
                 add += [name, value.encode()]
             commands.append(add)
             if self._ttl is not None:
@@ -224,6 +255,7 @@ class ShadowScorer:
         sample: float,
         max_pending: int = 256,
         max_batch: int = 64,
+        gather_s: float = GATHER_S,
     ) -> None:
         self.holder = holder
         self._indexes = indexes
@@ -232,7 +264,9 @@ class ShadowScorer:
         self._max_pending = max_pending
         self._max_batch = max_batch
         self._pending: deque[ShadowJob] = deque()
+        self._gather_s = gather_s
         self._wake = asyncio.Event()
+        self._never = asyncio.Event()  # nothing cuts the shadow's gathering short
         self._thread = ThreadPoolExecutor(
             1, thread_name_prefix="shadow", initializer=_lower_priority
         )
@@ -255,8 +289,7 @@ class ShadowScorer:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await gathered(self._wake, self._never, self._gather_s)
             while self._pending:
                 jobs = [
                     self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))

@@ -35,6 +35,7 @@ from service.store import RedisStore, connect
 log = logging.getLogger("cosrec.service")
 # how long start-up waits for Redis to hand over the catalogue (else the watch retries)
 CATALOGUE_START_TIMEOUT_S = 5.0
+GC_YOUNG_THRESHOLD = 20_000  # net new objects between young collections (default 700)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Collect first, so start-up's garbage is not kept forever.
     gc.collect()
     gc.freeze()
+    # A young collection every GC_YOUNG_THRESHOLD net new objects, not 700: /recommend makes
+    # ~80 a request, and with 64 requests in flight each collection walked their live objects
+    # (~80 us of CPU a request in collections, measured; 20,000: +2.8% and +7.6% requests a
+    # second in two runs of /recommend at c=64, and a lower p99).
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     watchers = []
     if settings.reload_poll_s > 0:
         for watched in every_holder:

@@ -75,16 +75,21 @@ def model_answers(
     if not capped:
         return answers, inference_s
     tops = capped_tops(
-        scores[capped],
+        scores if len(capped) == len(scores) else scores[capped],
         [int(wanted[row]) for row in capped],
         [rules[row].max_per_category for row in capped],
         index.column_categories,
+        index.category_names,
     )
+    # every chosen cell's score in one gather, not one indexing a row
+    chosen_rows = np.repeat(capped, [len(chosen) for chosen, _ in tops])
+    chosen_columns = [column for chosen, _ in tops for column in chosen]
+    chosen_scores = scores[chosen_rows, chosen_columns].tolist()
+    start = 0
     for row, (chosen, per_category) in zip(capped, tops, strict=True):
+        end = start + len(chosen)
         answers[row] = Answer(
-            [item_ids[c] for c in chosen],
-            scores[row, chosen].tolist(),
-            len(chosen),
-            per_category,
+            [item_ids[c] for c in chosen], chosen_scores[start:end], len(chosen), per_category
         )
+        start = end
     return answers, inference_s

@@ -9,10 +9,21 @@ so there the redis-py cluster pipeline is used.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 Command = list[bytes]
+
+
+@dataclass
+class Script:
+    """A Lua script run by its SHA (EVALSHA), loaded into Redis on first use."""
+
+    source: str
+    sha: bytes | None = None
 
 
 def pack(commands: list[Command]) -> bytes:
@@ -51,3 +62,27 @@ async def execute(client: aioredis.Redis, commands: list[Command]) -> list:
         raise
     finally:
         await pool.release(connection)
+
+
+async def run_script(
+    client: aioredis.Redis,
+    script: Script,
+    calls: list[Command],
+    send: Callable[[list[Command]], Awaitable[list]] | None = None,
+) -> list:
+    """EVALSHA of `script` with each call's arguments (numkeys, keys, args), in one round trip
+    by `send` (default: `execute` on `client`); loads the script first, and again for the calls
+    that find it missing. Error replies are returned as exceptions, as `execute` does."""
+    send = send or (lambda commands: execute(client, commands))
+    if script.sha is None:
+        script.sha = (await client.script_load(script.source)).encode()
+    replies = await send([[b"EVALSHA", script.sha, *args] for args in calls])
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        # Redis lost its script cache (restart, failover, SCRIPT FLUSH): a NOSCRIPT reply
+        # means that call did not run, so running it now applies it exactly once.
+        script.sha = (await client.script_load(script.source)).encode()
+        retried = await send([[b"EVALSHA", script.sha, *calls[i]] for i in missing])
+        for i, reply in zip(missing, retried, strict=True):
+            replies[i] = reply
+    return replies

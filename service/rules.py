@@ -113,22 +113,30 @@ class CatalogueIndex:
         }
         categories: dict[str, list[int]] = {}
         tags: dict[str, list[int]] = {}
-        self.column_categories: list[tuple[str, ...]] = [()] * self.width
+        # per column, its categories as positions in category_names (the cap's walk counts
+        # in a list: a third faster than a dict by name, measured)
+        self.column_categories: list[tuple[int, ...]] = [()] * self.width
+        positions: dict[str, int] = {}
+
+        def category_position(category: str) -> int:
+            return positions.setdefault(category, len(positions))
+
         unavailable, unlisted, windows = [], [], []
         for column, item_id in enumerate(vocabulary.ids):
             item = self.items.get(item_id)
             if item is None:
                 unlisted.append(column)
                 continue
-            self.column_categories[column] = item.categories
             for category in item.categories:
                 categories.setdefault(category, []).append(column)
+            self.column_categories[column] = tuple(map(category_position, item.categories))
             for tag in item.tags:
                 tags.setdefault(tag, []).append(column)
             if not item.available:
                 unavailable.append(column)
             elif item.available_from > -math.inf or item.available_until < math.inf:
                 windows.append((column, item.available_from, item.available_until))
+        self.category_names = list(positions)
         self.category_columns = {k: np.asarray(v, dtype=np.intp) for k, v in categories.items()}
         self.tag_columns = {k: np.asarray(v, dtype=np.intp) for k, v in tags.items()}
         self.unavailable = np.asarray(unavailable, dtype=np.intp)
@@ -301,28 +309,37 @@ def capped_tops(
     rows: np.ndarray,
     wanted: Sequence[int],
     caps: Sequence[int],
-    column_categories: Sequence[tuple[str, ...]],
+    column_categories: Sequence[tuple[int, ...]],
+    category_names: Sequence[str],
 ) -> list[tuple[list[int], dict[str, int]]]:
     """Per row of `rows`: its best columns (excluded ones are -inf), at most `caps[r]` per
     category (an item of several categories counts in each and needs room in all), up to
-    `wanted[r]`, best first, ties in column order; and how many it took of each category.
+    `wanted[r]`, best first, ties in column order; and how many it took of each category (by
+    name). `column_categories[c]`: column c's categories, as positions in `category_names`.
     Every row's best candidates (4 n, at least n + 32) are ranked in one numpy pass over the
     batch (`ranked_candidates`): per-row numpy calls cost more than the ranking."""
     k = min(rows.shape[1], max(max(4 * n, n + 32) for n in wanted))
     candidates = ranked_candidates(rows, k)
     columns, starts = candidates.columns.tolist(), candidates.starts.tolist()
+    complete = candidates.complete.tolist()
+    counts = [0] * len(category_names)  # a row's, set back to 0 after it
     results = []
     for r in range(len(rows)):
         n, cap = wanted[r], caps[r]
         chosen: list[int] = []
-        per_category: dict[str, int] = {}
-        _take(columns[starts[r] : starts[r + 1]], n, cap, column_categories, chosen, per_category)
-        if len(chosen) < n and not candidates.complete[r]:
+        _take(columns[starts[r] : starts[r + 1]], n, cap, column_categories, chosen, counts)
+        if len(chosen) < n and not complete[r]:
             # not enough under the cap: walk the rest of the row in order (the candidates are
             # its best cells, so the full order starts with them)
             finite = int(np.count_nonzero(rows[r] > -np.inf))
             rest = np.argsort(-rows[r], kind="stable")[starts[r + 1] - starts[r] : finite]
-            _take(rest.tolist(), n, cap, column_categories, chosen, per_category)
+            _take(rest.tolist(), n, cap, column_categories, chosen, counts)
+        per_category = {}
+        for column in chosen:
+            for category in column_categories[column]:
+                if counts[category]:  # its first chosen item: the row's whole count
+                    per_category[category_names[category]] = counts[category]
+                    counts[category] = 0
         results.append((chosen, per_category))
     return results
 
@@ -331,20 +348,21 @@ def _take(
     columns: list[int],
     n: int,
     cap: int,
-    column_categories: Sequence[tuple[str, ...]],
+    column_categories: Sequence[tuple[int, ...]],
     chosen: list[int],
-    per_category: dict[str, int],
+    counts: list[int],
 ) -> None:
-    """Append to `chosen` the `columns` (best first) that fit under the cap, up to n."""
+    """Append to `chosen` the `columns` (best first) that fit under the cap, up to n;
+    `counts[c]`: the items taken so far of category position c."""
     for column in columns:
         categories = column_categories[column]
         for category in categories:
-            if per_category.get(category, 0) >= cap:
+            if counts[category] >= cap:
                 break
         else:
             chosen.append(column)
             for category in categories:
-                per_category[category] = per_category.get(category, 0) + 1
+                counts[category] += 1
             if len(chosen) == n:
                 return
 

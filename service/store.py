@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from contract.redis_layout import item_of_sequence_member, user_keys
 from service import pipelining
@@ -76,12 +76,6 @@ def _host_port(node: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass
-class _Script:
-    source: str
-    sha: bytes | None = None
-
-
 class RedisStore:
     """Many users per round trip, every round trip bounded by timeout_s.
 
@@ -105,7 +99,7 @@ class RedisStore:
         self.metrics = metrics
         self.replica_acks = replica_acks
         self.replica_ack_timeout_ms = replica_ack_timeout_ms
-        self._events = _Script(EVENTS_SCRIPT)
+        self._events = pipelining.Script(EVENTS_SCRIPT)
 
     async def ping(self, timeout_s: float | None = None) -> bool:
         """Redis answers within `timeout_s` (default: the store's); on a cluster, every primary
@@ -192,22 +186,12 @@ class RedisStore:
         statuses = [MemoryStatus(int(i["used_memory"]), int(i.get("maxmemory", 0))) for i in infos]
         return max(statuses, key=MemoryStatus.ratio)
 
-    async def _run_script(self, script: _Script, calls: list[list[bytes]]) -> list:
+    async def _run_script(self, script: pipelining.Script, calls: list[list[bytes]]) -> list:
         """EVALSHA of `script` with each call's arguments (numkeys, keys, args), one round
-        trip; loads the script first, and again for calls that find it missing. With
-        `replica_acks`, the same round trip ends with WAIT: the writes must reach that many
-        replicas, or ReplicationError (the writes are then not confirmed)."""
-        if script.sha is None:
-            script.sha = (await self.client.script_load(script.source)).encode()
-        replies = await self._execute([[b"EVALSHA", script.sha, *args] for args in calls])
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            # Redis lost its script cache (restart, failover, SCRIPT FLUSH): a NOSCRIPT reply
-            # means that call did not run, so running it now applies it exactly once.
-            script.sha = (await self.client.script_load(script.source)).encode()
-            retried = await self._execute([[b"EVALSHA", script.sha, *calls[i]] for i in missing])
-            for i, reply in zip(missing, retried, strict=True):
-                replies[i] = reply
+        trip (`pipelining.run_script`). With `replica_acks`, the same round trip ends with
+        WAIT: the writes must reach that many replicas, or ReplicationError (the writes are
+        then not confirmed)."""
+        replies = await pipelining.run_script(self.client, script, calls, self._execute)
         _raise_first_error(replies)
         return replies
 

@@ -10,13 +10,15 @@ import math
 import random
 
 import redis
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from contract.attribution import read_attribution, variant_of
-from contract.redis_layout import recommendations_key, user_keys
+from contract.redis_layout import REC_ID, recommendations_key, user_keys
 from cosrec.cli import main as cosrec_main
 from cosrec.experiments import two_proportion_test, wilson_interval
-from service.experiments import Experiment
+from service.experiments import Experiment, RecommendationLog
+from service.metrics import Metrics
 
 
 def version_of(bundle) -> str:
@@ -250,3 +252,48 @@ def test_each_users_record_is_capped_and_expires_with_the_user(
     key = recommendations_key("cosrec", "capped")
     assert raw.xlen(key) == 3  # the newest 3 of 5
     assert 0 < raw.pttl(key) <= 100_000
+
+
+def test_answers_and_events_are_recorded_after_redis_forgets_its_scripts(
+    make_client, redis_url, other_bundle
+):
+    client = make_client(variants=f"B={other_bundle}:0.5")
+    first = client.post("/recommend", json={"user_id": "flushed", "n": 2}).json()
+    drain(client)  # the record's script is loaded now
+    with redis.Redis.from_url(redis_url) as direct:
+        direct.script_flush()  # what a restart or a failover to a fresh replica leaves
+    second = client.post("/recommend", json={"user_id": "flushed", "n": 2}).json()
+    drain(client)
+    with redis.Redis.from_url(redis_url) as direct:
+        recorded = [
+            fields[REC_ID.encode()].decode()
+            for _, fields in direct.xrange(recommendations_key("cosrec", "flushed"))
+        ]
+        direct.script_flush()
+    assert recorded == [first["recommendation_id"], second["recommendation_id"]]
+    event = {"user_id": "flushed", "item_id": second["items"][0]["item_id"], "timestamp": 1.0}
+    stored = client.post("/events", json={"events": [event]})
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["accepted"] == 1
+
+
+def test_the_record_writes_the_answers_of_its_gathering_time_in_one_script_call(redis_url):
+    async def record_ten_answers_apart() -> int:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.config_resetstat()
+        log = RecommendationLog(client, "cosrec", 100, 0, 2.0, Metrics(), gather_s=1.0)
+        writer = asyncio.create_task(log.run())
+        for k in range(10):  # 10 answers over ~50 ms, well inside the gathering time
+            log.record(f"gathered-{k}", f"A.{k:024x}", "A", ["1", "2"])
+            await asyncio.sleep(0.005)
+        await log.drain(5.0)
+        writer.cancel()
+        calls = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        written = sum(
+            [await client.xlen(recommendations_key("cosrec", f"gathered-{k}")) for k in range(10)]
+        )
+        await client.aclose()
+        assert written == 10
+        return calls
+
+    assert asyncio.run(record_ten_answers_apart()) == 1
