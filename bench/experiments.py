@@ -161,7 +161,11 @@ async def simulate(
             stored.raise_for_status()
             state["events"] += len(events)
 
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    # Idle connections are dropped after 1 s, well before the service closes them
+    # (COSREC_KEEP_ALIVE_S, 5 s): at httpx's default, also 5 s, a connection idle through a
+    # slow report could be reused just as the service closed it (one run failed so).
+    limits = httpx.Limits(keepalive_expiry=1.0)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
         issued = 0
         while issued < recommendations:
             batch = min(step, recommendations - issued)

@@ -87,14 +87,15 @@ RECORD_FIELDS = tuple(name.encode() for name in (REC_ID, REC_VARIANT, REC_ITEMS,
 GATHER_S = 0.1
 
 
-async def gathered(wake: asyncio.Event, flush: asyncio.Event, gather_s: float) -> None:
-    """Return `gather_s` after `wake` is set (or as soon as `flush` is), with `wake` cleared:
-    what arrives meanwhile goes into the same burst."""
+async def _gathered(wake: asyncio.Event, flush: asyncio.Event, gather_s: float) -> None:
+    """Return `gather_s` after `wake` is set, or as soon as `flush` is (a full burst, a
+    drain), with both cleared: what arrives meanwhile goes into the same burst."""
     await wake.wait()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(gather_s):
             await flush.wait()
     wake.clear()
+    flush.clear()
 
 
 class Experiment:
@@ -146,7 +147,7 @@ class RecommendationLog:
         )
         self._gather_s = gather_s
         self._wake = asyncio.Event()
-        self._flush = asyncio.Event()  # set by drain: write now
+        self._flush = asyncio.Event()  # write now: a full burst, or drain
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -157,21 +158,25 @@ class RecommendationLog:
         self._pending.append((user_id, rid, variant, item_ids, time.time()))
         self._idle.clear()
         self._wake.set()
+        if len(self._pending) >= self._max_batch:  # a full burst: no reason to wait
+            self._flush.set()
 
     async def run(self) -> None:
         while True:
-            await gathered(self._wake, self._flush, self._gather_s)
-            self._flush.clear()
+            await _gathered(self._wake, self._flush, self._gather_s)
             while self._pending:
                 batch = [
                     self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))
                 ]
                 await self._write(batch)
+            self._flush.clear()  # whoever asked for it was written in this loop
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> None:
         """Write every recommendation recorded so far now (no gathering), and wait until it
         was written (or failed)."""
+        if self._idle.is_set():  # nothing pending (record() clears it with its append)
+            return
         self._flush.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
@@ -202,16 +207,18 @@ class RecommendationLog:
     async def _scripted(
         self, script: pipelining.Script, records: list[tuple[str, tuple[str, str, str, str]]]
     ) -> int:
-        """The records in one call of RECORD_SCRIPT, packed by hand (redis-py's Script packs
-        each of its 4 + 1 arguments a record in Python: ~15 us of CPU a recommendation)."""
+        """The records in one call of RECORD_SCRIPT (`script`: self._script, known not None),
+        packed by hand (redis-py's Script packs each of its 4 + 1 arguments a record in
+        Python: ~15 us of CPU a recommendation); returns how many Redis refused."""
         args = [b"%d" % len(records), *(key.encode() for key, _ in records)]
         args += [self._max_len, self._ttl or b"0", *RECORD_FIELDS]
         for _, values in records:
             args.extend(value.encode() for value in values)
         (reply,) = await pipelining.run_script(self._client, script, [args])
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        if isinstance(reply, Exception):  # the script failed (e.g. OOM): none counts as written
+            log.debug("recommendations not recorded: %s", reply)
+            return len(records)
+        return int(reply)
 
     async def _pipelined(self, records: list[tuple[str, tuple[str, str, str, str]]]) -> int:
         """The records as plain commands in one pipeline (a Redis Cluster routes each key to
@@ -266,7 +273,7 @@ class ShadowScorer:
         self._pending: deque[ShadowJob] = deque()
         self._gather_s = gather_s
         self._wake = asyncio.Event()
-        self._never = asyncio.Event()  # nothing cuts the shadow's gathering short
+        self._full = asyncio.Event()  # a whole batch waits: score it now
         self._thread = ThreadPoolExecutor(
             1, thread_name_prefix="shadow", initializer=_lower_priority
         )
@@ -282,6 +289,8 @@ class ShadowScorer:
             return
         self._pending.append(job)
         self._wake.set()
+        if len(self._pending) >= self._max_batch:
+            self._full.set()
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
@@ -289,7 +298,7 @@ class ShadowScorer:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await gathered(self._wake, self._never, self._gather_s)
+            await _gathered(self._wake, self._full, self._gather_s)
             while self._pending:
                 jobs = [
                     self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))
@@ -307,6 +316,7 @@ class ShadowScorer:
                 self._metrics.shadow.labels("scored").inc(len(jobs))
                 for job, overlap in zip(jobs, overlaps, strict=True):
                     self._metrics.shadow_overlap.labels(job.variant).observe(overlap)
+            self._full.clear()  # every waiting job was scored in this loop
 
 
 def _shadow_overlaps(bundle: Bundle, index, jobs: list[ShadowJob], now: float) -> list[float]:

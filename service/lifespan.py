@@ -191,8 +191,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     # A young collection every GC_YOUNG_THRESHOLD net new objects, not 700: /recommend makes
     # ~80 a request, and with 64 requests in flight each collection walked their live objects
-    # (~80 us of CPU a request in collections, measured; 20,000: +2.8% and +7.6% requests a
-    # second in two runs of /recommend at c=64, and a lower p99).
+    # (~80 us of CPU a request in collections, measured; 20,000: +7.6% requests a second at
+    # c=64 in a probe run, and a 3-minute soak kept its memory: docs/service.md, Inference).
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     watchers = []
     if settings.reload_poll_s > 0:
@@ -212,13 +212,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await services.recommendations.stop()  # no answer after this: none left to record
         if recorder is not None:  # what was answered is recorded, if Redis allows, before exit
             await recorder.drain(settings.redis_timeout_s)
         for watcher in watchers:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        await services.recommendations.stop()
         await services.writer.stop()
         recommender.close()
         if shadow is not None:

@@ -74,7 +74,7 @@ def model_answers(
         )
     if not capped:
         return answers, inference_s
-    tops = capped_tops(
+    tops = capped_tops(  # reads its rows only: when every row is capped, no copy of them
         scores if len(capped) == len(scores) else scores[capped],
         [int(wanted[row]) for row in capped],
         [rules[row].max_per_category for row in capped],

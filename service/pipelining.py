@@ -4,7 +4,8 @@ redis-py's Pipeline spends most of its time per command on argument encoding and
 (measured here: pack_command alone was a third of the time of 100 script calls). For a single
 Redis (or the master Sentinels name) this packs the RESP bytes directly and reads the replies
 on one pooled connection. A Redis Cluster client must route each command to its slot's node,
-so there the redis-py cluster pipeline is used.
+so there the redis-py cluster pipeline is used. Scripts (`Script`, `run_script`) are sent as
+EVALSHA the same way, and loaded again when Redis has lost them.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ async def run_script(
 ) -> list:
     """EVALSHA of `script` with each call's arguments (numkeys, keys, args), in one round trip
     by `send` (default: `execute` on `client`); loads the script first, and again for the calls
-    that find it missing. Error replies are returned as exceptions, as `execute` does."""
+    that find it missing (a SCRIPT LOAD and a second round trip). Error replies are returned
+    as exceptions, as `execute` does."""
     send = send or (lambda commands: execute(client, commands))
     if script.sha is None:
         script.sha = (await client.script_load(script.source)).encode()

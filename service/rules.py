@@ -114,7 +114,7 @@ class CatalogueIndex:
         categories: dict[str, list[int]] = {}
         tags: dict[str, list[int]] = {}
         # per column, its categories as positions in category_names (the cap's walk counts
-        # in a list: a third faster than a dict by name, measured)
+        # in a list: 8.7 against 12.7 us a row by name in a dict, an uncommitted benchmark)
         self.column_categories: list[tuple[int, ...]] = [()] * self.width
         positions: dict[str, int] = {}
 

@@ -188,9 +188,9 @@ class RedisStore:
 
     async def _run_script(self, script: pipelining.Script, calls: list[list[bytes]]) -> list:
         """EVALSHA of `script` with each call's arguments (numkeys, keys, args), one round
-        trip (`pipelining.run_script`). With `replica_acks`, the same round trip ends with
-        WAIT: the writes must reach that many replicas, or ReplicationError (the writes are
-        then not confirmed)."""
+        trip (`pipelining.run_script`: more when Redis lost the script). With `replica_acks`,
+        each round trip ends with WAIT: the writes must reach that many replicas, or
+        ReplicationError (the writes are then not confirmed)."""
         replies = await pipelining.run_script(self.client, script, calls, self._execute)
         _raise_first_error(replies)
         return replies

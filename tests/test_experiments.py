@@ -5,6 +5,7 @@ shadow bundle's agreement metric, `cosrec experiment report`, and the statistics
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -17,6 +18,7 @@ from contract.attribution import read_attribution, variant_of
 from contract.redis_layout import REC_ID, recommendations_key, user_keys
 from cosrec.cli import main as cosrec_main
 from cosrec.experiments import two_proportion_test, wilson_interval
+from cosrec.processes import wait_until
 from service.experiments import Experiment, RecommendationLog
 from service.metrics import Metrics
 
@@ -201,15 +203,9 @@ def test_the_shadow_scores_a_sample_and_never_answers(make_client, bundle_dir, o
             client.post("/events", json={"events": [{"user_id": user, "item_id": items[k % 10]}]})
             body = client.post("/recommend", json={"user_id": user, "n": 10}).json()
             assert body["model_version"] == serving
-    for client in (same, other):
-        shadow = client.app.state.services.shadow
-
-        async def settled(shadow=shadow) -> None:
-            while shadow._pending:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)
-
-        client.portal.call(settled)
+    scored = ("cosrec_shadow_requests_total", (("result", "scored"),))
+    for client in (same, other):  # gathered, then scored on a low-priority thread
+        wait_until(lambda c=client: scrape(c).get(scored, 0) >= 20, 10.0, "the shadow scored")
     identical = scrape(same)
     assert identical[("cosrec_shadow_top10_overlap_count", (("variant", "A"),))] == 20
     assert identical[("cosrec_shadow_top10_overlap_sum", (("variant", "A"),))] == 20  # all 1.0
@@ -258,42 +254,49 @@ def test_answers_and_events_are_recorded_after_redis_forgets_its_scripts(
     make_client, redis_url, other_bundle
 ):
     client = make_client(variants=f"B={other_bundle}:0.5")
+
+    def store_event(item: str) -> None:
+        event = {"user_id": "flushed", "item_id": item, "timestamp": 1.0}
+        stored = client.post("/events", json={"events": [event]})
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["accepted"] == 1
+
     first = client.post("/recommend", json={"user_id": "flushed", "n": 2}).json()
-    drain(client)  # the record's script is loaded now
+    store_event(first["items"][0]["item_id"])
+    drain(client)  # both scripts (the record's, the events') are loaded now
     with redis.Redis.from_url(redis_url) as direct:
         direct.script_flush()  # what a restart or a failover to a fresh replica leaves
     second = client.post("/recommend", json={"user_id": "flushed", "n": 2}).json()
+    store_event(second["items"][1]["item_id"])
     drain(client)
     with redis.Redis.from_url(redis_url) as direct:
         recorded = [
             fields[REC_ID.encode()].decode()
             for _, fields in direct.xrange(recommendations_key("cosrec", "flushed"))
         ]
-        direct.script_flush()
+        logged = direct.xlen(user_keys("cosrec", "flushed").log)
     assert recorded == [first["recommendation_id"], second["recommendation_id"]]
-    event = {"user_id": "flushed", "item_id": second["items"][0]["item_id"], "timestamp": 1.0}
-    stored = client.post("/events", json={"events": [event]})
-    assert stored.status_code == 200, stored.text
-    assert stored.json()["accepted"] == 1
+    assert logged == 2
 
 
 def test_the_record_writes_the_answers_of_its_gathering_time_in_one_script_call(redis_url):
     async def record_ten_answers_apart() -> int:
         client = aioredis.Redis.from_url(redis_url)
         await client.config_resetstat()
-        log = RecommendationLog(client, "cosrec", 100, 0, 2.0, Metrics(), gather_s=1.0)
+        log = RecommendationLog(client, "cosrec", 100, 0, 2.0, Metrics(), gather_s=0.5)
         writer = asyncio.create_task(log.run())
-        for k in range(10):  # 10 answers over ~50 ms, well inside the gathering time
-            log.record(f"gathered-{k}", f"A.{k:024x}", "A", ["1", "2"])
+        users = [f"gathered-{k}" for k in range(10)]
+        for k, user in enumerate(users):  # 10 answers over ~50 ms, well inside 0.5 s
+            log.record(user, f"A.{k:024x}", "A", ["1", "2"])
             await asyncio.sleep(0.005)
-        await log.drain(5.0)
-        writer.cancel()
+        async with asyncio.timeout(10):  # written when the gathering time is over, no drain
+            while sum([await client.xlen(recommendations_key("cosrec", u)) for u in users]) < 10:
+                await asyncio.sleep(0.05)
         calls = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
-        written = sum(
-            [await client.xlen(recommendations_key("cosrec", f"gathered-{k}")) for k in range(10)]
-        )
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
         await client.aclose()
-        assert written == 10
         return calls
 
     assert asyncio.run(record_ten_answers_apart()) == 1
