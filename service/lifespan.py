@@ -192,7 +192,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # A young collection every GC_YOUNG_THRESHOLD net new objects, not 700: /recommend makes
     # ~80 a request, and with 64 requests in flight each collection walked their live objects
     # (~80 us of CPU a request in collections, measured; 20,000: +7.6% requests a second at
-    # c=64 in a probe run, and a 3-minute soak kept its memory: docs/service.md, Inference).
+    # c=64 in a probe run: docs/service.md, Experiments).
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     watchers = []
     if settings.reload_poll_s > 0:
