@@ -100,10 +100,7 @@ serving=$(docker compose exec -T api readlink /bundles/current)
 [ "$serving" = "$(cat "$work/promoted")" ] \
   || { echo "compose-e2e: the api serves $(cat "$work/promoted"), the registry names $serving" >&2; exit 1; }
 # The pointer moves before the cycle logs it, so the api can serve the bundle first: wait.
-logged=0
-for _ in $(seq 30); do
-  if docker compose logs retrainer | grep -q "cycle: promoted"; then logged=1; break; fi
-  sleep 1
-done
-[ "$logged" = 1 ] || { echo "compose-e2e: the retrainer logged no promotion in 30 s" >&2; exit 1; }
+for _ in $(seq 30); do docker compose logs retrainer | grep -q "cycle: promoted" && break; sleep 1; done
+docker compose logs retrainer | grep -q "cycle: promoted" \
+  || { echo "compose-e2e: the retrainer logged no promotion in 30 s" >&2; exit 1; }
 phase "the retrain loop promoted $serving and the api serves it"

@@ -25,7 +25,6 @@ import random
 import threading
 import time
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from contract.redis_layout import (
     recommendations_key,
 )
 from service import pipelining
+from service.bursts import Bursts
 from service.metrics import Metrics
 from service.model_answers import excluded_ids, model_answers, model_input
 from service.ranking import exclusions
@@ -85,17 +85,6 @@ RECORD_FIELDS = tuple(name.encode() for name in (REC_ID, REC_VARIANT, REC_ITEMS,
 # call, a shadow batch one onnxruntime call; onnxruntime costs 0.7-1 ms for 1 row against ~0.2
 # ms a row for 10 (bench/variant_cost.py), and none of it is on a request's path.
 GATHER_S = 0.1
-
-
-async def _gathered(wake: asyncio.Event, flush: asyncio.Event, gather_s: float) -> None:
-    """Return `gather_s` after `wake` is set, or as soon as `flush` is (a full burst, a
-    drain), with both cleared: what arrives meanwhile goes into the same burst."""
-    await wake.wait()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(gather_s):
-            await flush.wait()
-    wake.clear()
-    flush.clear()
 
 
 class Experiment:
@@ -139,45 +128,34 @@ class RecommendationLog:
         self._ttl = b"%d" % int(ttl_s * 1000) if ttl_s > 0 else None
         self._timeout_s = timeout_s
         self._metrics = metrics
-        self._max_pending = max_pending
-        self._max_batch = max_batch
-        self._pending: deque[tuple[str, str, str, list[str], float]] = deque()
+        self._pending: Bursts[tuple[str, str, str, list[str], float]] = Bursts(
+            max_pending, max_batch, gather_s
+        )
         self._script = (
             None if isinstance(client, aioredis.RedisCluster) else pipelining.Script(RECORD_SCRIPT)
         )
-        self._gather_s = gather_s
-        self._wake = asyncio.Event()
-        self._flush = asyncio.Event()  # write now: a full burst, or drain
-        self._idle = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing waits or is being written
         self._idle.set()
 
     def record(self, user_id: str, rid: str, variant: str, item_ids: list[str]) -> None:
-        if len(self._pending) >= self._max_pending:
+        if not self._pending.put((user_id, rid, variant, item_ids, time.time())):
             self._metrics.unrecorded.labels("overloaded").inc()
             return
-        self._pending.append((user_id, rid, variant, item_ids, time.time()))
         self._idle.clear()
-        self._wake.set()
-        if len(self._pending) >= self._max_batch:  # a full burst: no reason to wait
-            self._flush.set()
 
     async def run(self) -> None:
         while True:
-            await _gathered(self._wake, self._flush, self._gather_s)
-            while self._pending:
-                batch = [
-                    self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))
-                ]
+            await self._pending.gathered()
+            while batch := self._pending.take():
                 await self._write(batch)
-            self._flush.clear()  # whoever asked for it was written in this loop
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> None:
         """Write every recommendation recorded so far now (no gathering), and wait until it
         was written (or failed)."""
-        if self._idle.is_set():  # nothing pending (record() clears it with its append)
+        if self._idle.is_set():  # nothing pending (record() clears it with its put)
             return
-        self._flush.set()
+        self._pending.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
@@ -268,12 +246,7 @@ class ShadowScorer:
         self._indexes = indexes
         self._metrics = metrics
         self._sample = sample
-        self._max_pending = max_pending
-        self._max_batch = max_batch
-        self._pending: deque[ShadowJob] = deque()
-        self._gather_s = gather_s
-        self._wake = asyncio.Event()
-        self._full = asyncio.Event()  # a whole batch waits: score it now
+        self._pending: Bursts[ShadowJob] = Bursts(max_pending, max_batch, gather_s)
         self._thread = ThreadPoolExecutor(
             1, thread_name_prefix="shadow", initializer=_lower_priority
         )
@@ -284,13 +257,8 @@ class ShadowScorer:
         return self._sample > 0 and self._random.random() < self._sample
 
     def offer(self, job: ShadowJob) -> None:
-        if len(self._pending) >= self._max_pending:
+        if not self._pending.put(job):
             self._metrics.shadow.labels("dropped").inc()
-            return
-        self._pending.append(job)
-        self._wake.set()
-        if len(self._pending) >= self._max_batch:
-            self._full.set()
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
@@ -298,11 +266,8 @@ class ShadowScorer:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await _gathered(self._wake, self._full, self._gather_s)
-            while self._pending:
-                jobs = [
-                    self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))
-                ]
+            await self._pending.gathered()
+            while jobs := self._pending.take():
                 bundle = self.holder.current
                 try:
                     index = self._indexes.get(bundle)
@@ -316,7 +281,6 @@ class ShadowScorer:
                 self._metrics.shadow.labels("scored").inc(len(jobs))
                 for job, overlap in zip(jobs, overlaps, strict=True):
                     self._metrics.shadow_overlap.labels(job.variant).observe(overlap)
-            self._full.clear()  # every waiting job was scored in this loop
 
 
 def _shadow_overlaps(bundle: Bundle, index, jobs: list[ShadowJob], now: float) -> list[float]:

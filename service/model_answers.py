@@ -84,12 +84,12 @@ def model_answers(
     # every chosen cell's score in one gather, not one indexing a row
     chosen_rows = np.repeat(capped, [len(chosen) for chosen, _ in tops])
     chosen_columns = [column for chosen, _ in tops for column in chosen]
-    chosen_scores = scores[chosen_rows, chosen_columns].tolist()
-    start = 0
+    chosen_scores = iter(scores[chosen_rows, chosen_columns].tolist())
     for row, (chosen, per_category) in zip(capped, tops, strict=True):
-        end = start + len(chosen)
         answers[row] = Answer(
-            [item_ids[c] for c in chosen], chosen_scores[start:end], len(chosen), per_category
+            [item_ids[c] for c in chosen],
+            [next(chosen_scores) for _ in chosen],
+            len(chosen),
+            per_category,
         )
-        start = end
     return answers, inference_s
