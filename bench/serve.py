@@ -107,10 +107,12 @@ async def _load(
     make_request: Callable[[], bytes | None],
     warmup_s: float,
     duration_s: float | None,
+    keep_latencies: bool = False,
 ) -> dict:
     """Closed loop: `concurrency` connections, each sending its next request on an answer.
 
     duration_s None: run until make_request returns None (a finite workload), all recorded.
+    keep_latencies: the result also holds every recorded latency (`latencies_ms`, an array).
     """
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
@@ -133,7 +135,7 @@ async def _load(
     state["running"] = False
     await asyncio.wait_for(asyncio.gather(*(c.closed for c in connections)), 30)
     ms = np.asarray(latencies) * 1000
-    return {
+    result = {
         "requests": len(latencies),
         "errors": state["errors"],
         "rps": round(len(latencies) / elapsed, 1),
@@ -141,10 +143,18 @@ async def _load(
         "p90_ms": round(float(np.percentile(ms, 90)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
     }
+    if keep_latencies:
+        result["latencies_ms"] = ms
+    return result
 
 
 def run_load(
-    port: int, concurrency: int, make_request, warmup_s: float, duration_s: float | None
+    port: int,
+    concurrency: int,
+    make_request,
+    warmup_s: float,
+    duration_s: float | None,
+    keep_latencies: bool = False,
 ) -> dict:
     try:
         import uvloop
@@ -152,7 +162,7 @@ def run_load(
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    return runner(_load(port, concurrency, make_request, warmup_s, duration_s))
+    return runner(_load(port, concurrency, make_request, warmup_s, duration_s, keep_latencies))
 
 
 def http_post(path: str, body: bytes) -> bytes:
