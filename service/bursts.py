@@ -22,7 +22,7 @@ class Bursts(Generic[T]):
         self._max_pending = max_pending
         self._max_burst = max_burst
         self._gather_s = gather_s
-        self._arrived = asyncio.Event()
+        self._arrived = asyncio.Event()  # items wait (set by put, cleared when take empties)
         self._now = asyncio.Event()  # a full burst waits, or flush(): stop gathering
 
     def put(self, item: T) -> bool:
@@ -45,11 +45,13 @@ class Bursts(Generic[T]):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._gather_s):
                 await self._now.wait()
-        self._arrived.clear()
 
     def take(self) -> list[T]:
         """The oldest waiting items, at most `max_burst` of them ([] when none wait)."""
         burst = [self._items.popleft() for _ in range(min(len(self._items), self._max_burst))]
         if not self._items:
-            self._now.clear()  # nothing is left to hurry
+            # Nothing is left to gather or hurry. Items that arrived while the last burst was
+            # written went out in this loop, so no stale wake starts an empty gathering.
+            self._arrived.clear()
+            self._now.clear()
         return burst
