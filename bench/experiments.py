@@ -20,9 +20,11 @@ bench/results/experiments.json.
    round's ratio to "off", latency as the percentiles of all rounds' requests together (a
    p99 of one short run is a few stalls; identical services measured so differed by up to
    4%). Then where the difference goes: wrk at c=64 on "off" and "on" while py-spy samples
-   each (bench/profile_serve.py's CPU budget per request).
+   each (bench/profile_serve.py's budget per request): every thread's CPU, then only the
+   thread holding the GIL (one worker's bound: the GIL is held most of the time).
 
     .venv/bin/python bench/experiments.py [--duration 2] [--repeats 12] [--concurrency 64]
+        [--workers 1]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -290,7 +293,7 @@ def measure_cost(services: dict[str, tuple[int, list[bytes]]], args) -> list[dic
             {
                 "configuration": name,
                 "concurrency": args.concurrency,
-                "workers": 1,
+                "workers": args.workers,
                 "rps_median": float(np.median(rps)),
                 "p50_ms_median": float(np.median([r["p50_ms"] for r in results])),
                 "p99_ms_median": float(np.median(p99)),
@@ -366,13 +369,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-simulation", action="store_true")
     parser.add_argument(
-        "--skip-profile", action="store_true", help="no py-spy CPU budget of off and on"
+        "--skip-profile", action="store_true", help="no py-spy CPU and GIL budgets of off and on"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers of every service (profiles: 1)"
     )
     parser.add_argument(
         "--precision", choices=["fp32", "int8"], default="fp32", help="COSREC_PRECISION, all runs"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "experiments.json")
     args = parser.parse_args(argv)
+    if args.workers > 1:
+        args.skip_profile = True  # py-spy samples one process: the single worker's
     command = " ".join(
         ["python bench/experiments.py", *(argv if argv is not None else sys.argv[1:])]
     )
@@ -392,17 +400,18 @@ def main(argv: list[str] | None = None) -> int:
         result["catalogue"] = write_catalogue(catalogue)
         with redis_server(work) as redis_url:
             base = {"ready_route": "/readyz", "reload_poll_s": "0", "precision": args.precision}
-            off = ServiceProcess.start(bundle_a, redis_url, **base)
+            start = partial(ServiceProcess.start, workers=args.workers)
+            off = start(bundle_a, redis_url, **base)
             running.append(off)
             result["histories"] = load_histories(off.port, redis_url)
             # "on" is its rules and its experiment together; each alone is measured beside it
             rules = {"catalogue": str(catalogue)}
             variants = {"variants": f"B={bundle_b}:0.5", "experiment_salt": f"bench-{args.seed}"}
             on = {**rules, **variants}
-            with_rules = ServiceProcess.start(bundle_a, redis_url, **base, **on)
+            with_rules = start(bundle_a, redis_url, **base, **on)
             running.append(with_rules)
             if not args.skip_cost:  # services that only the cost runs use
-                shadowed = ServiceProcess.start(
+                shadowed = start(
                     bundle_a,
                     redis_url,
                     **base,
@@ -410,13 +419,11 @@ def main(argv: list[str] | None = None) -> int:
                     shadow_bundle=str(bundle_b),
                     shadow_sample="0.1",
                 )
-                rules_only = ServiceProcess.start(bundle_a, redis_url, **base, **rules)
-                variants_only = ServiceProcess.start(
+                rules_only = start(bundle_a, redis_url, **base, **rules)
+                variants_only = start(
                     bundle_a, redis_url, **base, **variants, record_recommendations="false"
                 )
-                record_only = ServiceProcess.start(
-                    bundle_a, redis_url, **base, record_recommendations="true"
-                )
+                record_only = start(bundle_a, redis_url, **base, record_recommendations="true")
                 running += [shadowed, rules_only, variants_only, record_only]
             time.sleep(1.0)
             # the simulation first: the cost runs record their answers too, with no clicks
@@ -451,17 +458,16 @@ def main(argv: list[str] | None = None) -> int:
                 }
             if not args.skip_profile:  # where the difference goes: wrk + py-spy, as profile_serve
                 fields = "," + json.dumps(FILTERS)[1:-1]
-                result["cost_cpu_budget"] = [
-                    profile(off.port, off.process.pid, "off", recommend_script(), 10, work),
-                    profile(
-                        with_rules.port,
-                        with_rules.process.pid,
-                        "on",
-                        recommend_script(fields),
-                        10,
-                        work,
-                    ),
+                targets = [
+                    (off, "off", recommend_script()),
+                    (with_rules, "on", recommend_script(fields)),
                 ]
+                # the CPU of every thread, then the GIL's holder alone: one worker's bound
+                for key, gil in (("cost_cpu_budget", False), ("cost_gil_budget", True)):
+                    result[key] = [
+                        profile(target.port, target.process.pid, label, lua, 10, work, gil=gil)
+                        for target, label, lua in targets
+                    ]
     finally:
         for service in running:
             service.stop()

@@ -40,6 +40,8 @@ from serve import (  # noqa: E402  (bench/serve.py, beside this script)
     service,
 )
 
+SAMPLE_RATE = 250  # py-spy samples a second
+
 # The part of a request a frame belongs to: the first pattern its "function (file)" matches.
 PARTS = [
     ("onnxruntime", r"onnxruntime|contract/bundle\.py.*\bscore\b"),
@@ -115,15 +117,22 @@ def part_of(stack: str) -> str:
     return "other"
 
 
-def profile(port: int, pid: int, label: str, lua: str, duration_s: float, work: Path) -> dict:
-    """wrk at c=64 running `lua` against the service on `port` while py-spy samples `pid`."""
+def profile(
+    port: int, pid: int, label: str, lua: str, duration_s: float, work: Path, gil: bool = False
+) -> dict:
+    """wrk at c=64 running `lua` against the service on `port` while py-spy samples `pid`.
+
+    gil: sample only the thread holding the GIL (py-spy --gil): the budget is then of the
+    time the GIL is held a request, what bounds one worker's throughput while the GIL is held
+    most of the time (`gil_share_of_wall`)."""
     script = work / "wrk.lua"
     script.write_text(lua)
     samples_path = work / "samples.txt"
     sampler = subprocess.Popen(
         [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
-         "--pid", str(pid), "--duration", f"{duration_s:g}", "--rate", "250", "--format", "raw",
-         "--output", str(samples_path), "--nonblocking"],
+         "--pid", str(pid), "--duration", f"{duration_s:g}", "--rate", str(SAMPLE_RATE),
+         "--format", "raw", "--output", str(samples_path), "--nonblocking",
+         *(["--gil"] if gil else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     cpu_before = cpu_seconds(pid)
@@ -141,19 +150,25 @@ def profile(port: int, pid: int, label: str, lua: str, duration_s: float, work: 
         if stack:
             parts[part_of(stack)] += int(count)
     total = sum(parts.values())
-    us_per_request = cpu / requests * 1e6
-    return {
+    held_s = total / SAMPLE_RATE  # with --gil: the seconds some thread held the GIL
+    us_per_request = (held_s if gil else cpu) / requests * 1e6
+    result = {
         "route": label,
+        "sampled": "the thread holding the GIL" if gil else "every thread on CPU",
         "requests": requests,
         "rps": round(requests / duration_s, 1),
         "cpu_seconds": round(cpu, 2),
-        "cpu_us_per_request": round(us_per_request, 1),
+        "cpu_us_per_request": round(cpu / requests * 1e6, 1),
         "samples": total,
-        "budget_us_per_request": {
-            name: round(us_per_request * count / total, 1) for name, count in parts.most_common()
-        },
-        "wrk_latency": re.findall(r"\s+(50|90|99)%\s+(\S+)", wrk.stdout),
     }
+    if gil:
+        result["gil_us_per_request"] = round(us_per_request, 1)
+        result["gil_share_of_wall"] = round(held_s / duration_s, 3)
+    result["budget_us_per_request"] = {
+        name: round(us_per_request * count / total, 1) for name, count in parts.most_common()
+    }
+    result["wrk_latency"] = re.findall(r"\s+(50|90|99)%\s+(\S+)", wrk.stdout)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

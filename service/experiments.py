@@ -94,7 +94,8 @@ class Experiment:
         self.names = list(names)
         total = sum(weights)
         self._cumulative = [w / total for w in accumulate(weights)] if total > 0 else [1.0]
-        self._key = salt.encode()[:64]
+        # keyed once: copying the keyed state costs less than keying a new hash per request
+        self._keyed = hashlib.blake2b(digest_size=8, key=salt.encode()[:64])
         self._single = sum(1 for w in weights if w > 0) <= 1
         self._only = next((k for k, w in enumerate(weights) if w > 0), 0)
 
@@ -102,8 +103,9 @@ class Experiment:
         """The index of the user's variant."""
         if self._single:
             return self._only
-        digest = hashlib.blake2b(user_id.encode(), digest_size=8, key=self._key).digest()
-        point = int.from_bytes(digest, "big") / 2**64
+        hasher = self._keyed.copy()
+        hasher.update(user_id.encode())
+        point = int.from_bytes(hasher.digest(), "big") / 2**64
         return min(bisect_right(self._cumulative, point), len(self.names) - 1)
 
 

@@ -3,6 +3,7 @@ service, answers over real HTTP, keeps serving until interrupted, then stops wha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -56,19 +57,27 @@ def test_demo_serves_until_interrupted_then_stops_everything(tmp_path: Path) -> 
         "--epochs", "1", "--users", "60", "--items", "40", "--port", "0",
         "--workdir", str(tmp_path),
     )  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=_demo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
+    # A suite run as a background job has SIGINT ignored, and a child would inherit that: the
+    # demo starts with the signal caught here (a caught signal is reset to its default on exec),
+    # so Ctrl-C reaches it as a user's terminal would send it. Its own process group lets a
+    # failed check stop the Redis and service it started too.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=_demo_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         _check_running_demo(process, tmp_path)
     finally:
         if process.poll() is None:  # a failed check: still stop the demo and its children
             process.send_signal(signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        with contextlib.suppress(ProcessLookupError):  # none left: the demo stopped them all
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _check_running_demo(process: subprocess.Popen, workdir: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -53,6 +54,16 @@ def test_assignment_is_sticky_salted_and_weighted():
     moved = sum(a != reshuffled.assign(u) for a, u in zip(assigned, users, strict=True))
     assert moved > len(users) * 0.4  # another salt: another split
     assert {Experiment(["A", "B"], [1.0, 0.0], "s").assign(u) for u in users[:500]} == {0}
+
+
+def test_assignment_is_the_salt_keyed_blake2b_of_the_user_placed_on_the_weights():
+    """The documented rule, computed here from hashlib: every version of the service (and any
+    other tool) puts a user in the same variant."""
+    experiment = Experiment(["A", "B", "C"], [0.5, 0.3, 0.2], "salt-1")
+    for user in [f"user-{k}" for k in range(5_000)]:
+        digest = hashlib.blake2b(user.encode(), digest_size=8, key=b"salt-1").digest()
+        point = int.from_bytes(digest, "big") / 2**64
+        assert experiment.assign(user) == (0 if point < 0.5 else 1 if point < 0.8 else 2)
 
 
 def test_variants_answer_with_their_own_bundle(make_client, bundle_dir, other_bundle):

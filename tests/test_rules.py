@@ -6,9 +6,10 @@ whenever `n` eligible items exist (with a cap: no eligible item left out that wo
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,9 @@ from service.recommender import (
     Recommender,
     RecommendJob,
 )
-from service.rules import Indexes, Rules
+from service.rules import Indexes, Rules, resolve_rules
+from service.schemas import request_schemas
+from service.settings import Settings
 from service.store import History
 
 CATEGORIES = ["c0", "c1", "c2", "c3"]
@@ -323,3 +326,40 @@ def test_the_catalogue_file_formats(tmp_path):
     window.write_text('{"item_id": "a", "available_from": 10, "available_until": 5}\n')
     with pytest.raises(ValueError, match="before available_from"):
         read_catalogue_file(window)
+
+
+FILTER_NAMES = st.sampled_from(["a", "b", "c", "d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sent=st.fixed_dictionaries(
+        {},
+        optional={
+            "include_categories": st.none() | st.lists(FILTER_NAMES, max_size=3),
+            "exclude_categories": st.none() | st.lists(FILTER_NAMES, max_size=3),
+            "include_tags": st.none() | st.lists(FILTER_NAMES, max_size=3),
+            "exclude_tags": st.none() | st.lists(FILTER_NAMES, max_size=3),
+            "only_available": st.none() | st.booleans(),
+            "candidates": st.none() | st.lists(FILTER_NAMES, max_size=3),
+            "max_per_category": st.none() | st.integers(0, 5),
+        },
+    )
+)
+def test_a_requests_rules_are_its_filters_over_the_defaults_one_object_per_filter_set(sent):
+    defaults = Rules(exclude_categories=frozenset({"x"}), only_available=True, max_per_category=2)
+    schema = request_schemas(Settings()).recommend
+    body = json.dumps({"user_id": "u", **sent})
+    rules = resolve_rules(schema.model_validate_json(body), defaults)
+    expected = {
+        name: frozenset(value) if isinstance(value, list) else value
+        for name, value in sent.items()
+        if value is not None
+    }
+    assert rules == replace(defaults, **expected)
+    again = resolve_rules(schema.model_validate_json(body), defaults)
+    if sent.get("candidates") is None:  # the same filters share one object
+        assert again is rules
+    else:  # a candidate list is per request: never kept (the cache stays bounded)
+        assert again is not rules
+        assert again == rules
