@@ -372,15 +372,19 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-profile", action="store_true", help="no py-spy CPU and GIL budgets of off and on"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="uvicorn workers of every service (profiles: 1)"
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn workers of every service (above 1, no profiles: py-spy samples one process)",
     )
     parser.add_argument(
         "--precision", choices=["fp32", "int8"], default="fp32", help="COSREC_PRECISION, all runs"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "experiments.json")
     args = parser.parse_args(argv)
-    if args.workers > 1:
-        args.skip_profile = True  # py-spy samples one process: the single worker's
+    if args.workers > 1 and not args.skip_profile:
+        print(f"--workers {args.workers}: no profiles (py-spy samples one process)", flush=True)
+        args.skip_profile = True
     command = " ".join(
         ["python bench/experiments.py", *(argv if argv is not None else sys.argv[1:])]
     )

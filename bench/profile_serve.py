@@ -123,17 +123,18 @@ def profile(
     """wrk at c=64 running `lua` against the service on `port` while py-spy samples `pid`.
 
     gil: sample only the thread holding the GIL (py-spy --gil): the budget is then of the
-    time the GIL is held a request, what bounds one worker's throughput while the GIL is held
-    most of the time (`gil_share_of_wall`)."""
+    time the GIL is held a request, and `gil_share_of_wall` how much of the run it was held
+    (one worker's Python runs one thread at a time)."""
     script = work / "wrk.lua"
     script.write_text(lua)
     samples_path = work / "samples.txt"
+    samples_path.unlink(missing_ok=True)  # never read the samples of the run before
     sampler = subprocess.Popen(
         [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
          "--pid", str(pid), "--duration", f"{duration_s:g}", "--rate", str(SAMPLE_RATE),
          "--format", "raw", "--output", str(samples_path), "--nonblocking",
          *(["--gil"] if gil else [])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     cpu_before = cpu_seconds(pid)
     wrk = subprocess.run(
@@ -142,7 +143,13 @@ def profile(
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     cpu = cpu_seconds(pid) - cpu_before
-    sampler.wait(60)
+    try:
+        _, errors = sampler.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        raise
+    if sampler.returncode != 0:
+        raise RuntimeError(f"py-spy failed ({sampler.returncode}): {errors.strip()[-500:]}")
     requests = int(re.search(r"(\d+) requests in", wrk.stdout).group(1))
     parts: Counter[str] = Counter()
     for line in samples_path.read_text().splitlines():

@@ -63,7 +63,7 @@ def deployment_rules(settings: Settings) -> Rules:
 def resolve_rules(query: Any, defaults: Rules) -> Rules:
     """A request's rules: each filter it sent, else the deployment's default for it. Requests
     that send the same filters share one Rules object (a bounded cache: building one cost ~6 us
-    a request, as much as validating the body); a candidate list is per request, never kept."""
+    a request); a candidate list is per request, never kept."""
     sent = query.model_fields_set & FILTER_FIELDS
     if not sent:
         return defaults
