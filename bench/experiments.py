@@ -21,7 +21,7 @@ bench/results/experiments.json.
    p99 of one short run is a few stalls; identical services measured so differed by up to
    4%). Then where the difference goes: wrk at c=64 on "off" and "on" while py-spy samples
    each (bench/profile_serve.py's budget per request): every thread's CPU, then only the
-   thread holding the GIL (one worker's bound: the GIL is held most of the time).
+   thread holding the GIL (one worker's Python runs one thread at a time).
 
     .venv/bin/python bench/experiments.py [--duration 2] [--repeats 12] [--concurrency 64]
         [--workers 1]
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                     (off, "off", recommend_script()),
                     (with_rules, "on", recommend_script(fields)),
                 ]
-                # the CPU of every thread, then the GIL's holder alone: one worker's bound
+                # the CPU of every thread, then the GIL's holder alone
                 for key, gil in (("cost_cpu_budget", False), ("cost_gil_budget", True)):
                     result[key] = [
                         profile(target.port, target.process.pid, label, lua, 10, work, gil=gil)

@@ -157,15 +157,16 @@ def profile(
         if stack:
             parts[part_of(stack)] += int(count)
     total = sum(parts.values())
+    cpu_us = cpu / requests * 1e6
     held_s = total / SAMPLE_RATE  # with --gil: the seconds some thread held the GIL
-    us_per_request = (held_s if gil else cpu) / requests * 1e6
+    us_per_request = held_s / requests * 1e6 if gil else cpu_us
     result = {
         "route": label,
         "sampled": "the thread holding the GIL" if gil else "every thread on CPU",
         "requests": requests,
         "rps": round(requests / duration_s, 1),
         "cpu_seconds": round(cpu, 2),
-        "cpu_us_per_request": round(cpu / requests * 1e6, 1),
+        "cpu_us_per_request": round(cpu_us, 1),
         "samples": total,
     }
     if gil:
